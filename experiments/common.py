@@ -1,0 +1,63 @@
+"""Shared config pieces: the size table, the training fields, `arg` parsing."""
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+from ssl_jax.models.bert import BERT_SIZES
+
+
+def parse_arg(arg: str | None, defaults: dict) -> dict:
+    """'mini,mask_rate=0.2,nsp=False' -> defaults updated with variant='mini', mask_rate=0.2, ...
+
+    A bare word sets `variant`; unknown keys fail loudly."""
+    values = dict(defaults)
+    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+        key, eq, raw = part.partition("=")
+        if not eq:
+            key, raw = "variant", part
+        if key not in values:
+            raise ValueError(f"unknown config arg {key!r}; expected one of {sorted(values)}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        values[key] = value
+    return values
+
+
+def bert_model(variant: str) -> ml_collections.ConfigDict:
+    if variant not in BERT_SIZES:
+        raise ValueError(f"unknown BERT variant {variant!r}; expected one of {list(BERT_SIZES)}")
+    size = BERT_SIZES[variant]
+    return ml_collections.ConfigDict(dict(
+        variant=variant, **size, mlp_dim=4 * size["hidden_size"], vocab_size=None,
+        max_position_embeddings=512, type_vocab_size=2, activation="gelu",
+        dropout_rate=0.1, attention_dropout_rate=0.1, layer_norm_eps=1e-12,
+        initializer_range=0.02, scan_layers=False, remat=False,
+        dtype="float32", param_dtype="float32"))
+
+
+def text_data(corpus: str = "embedded") -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        corpus=corpus,  # "embedded" | "files" | a prepared TFDS dataset name
+        files=ml_collections.FieldReference(None, field_type=str),  # glob, for corpus="files"
+        text_key="text",  # jsonl field / TFDS feature holding the text
+        data_dir=ml_collections.FieldReference(None, field_type=str),  # TFDS data_dir
+        vocab_path=ml_collections.FieldReference(None, field_type=str),  # an existing vocab.txt
+        vocab_size=30000, lowercase=True))
+
+
+def training(**kw) -> ml_collections.ConfigDict:
+    """Fields every task's run has (the generic loop reads them)."""
+    c = ml_collections.ConfigDict(dict(
+        task="", batch_size=32, max_seq_len=128, num_train_steps=1000,
+        log_every_steps=50, eval_every_steps=500, checkpoint_every_steps=500,
+        checkpoint_keep=3, num_eval_batches=ml_collections.FieldReference(None, field_type=int),
+        seed=0, parallel="jit", data_threads=2,
+        optimizer=dict(name="adamw", learning_rate=1e-4, end_learning_rate=0.0,
+                       warmup_steps=0.1, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
+                       weight_decay=0.01, grad_clip_norm=1.0)))
+    c.update(kw)
+    return c

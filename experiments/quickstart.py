@@ -1,0 +1,20 @@
+"""The main job: BERT-mini pre-trained (MLM + NSP) on the embedded corpus, on a laptop CPU.
+
+    python launch.py --config experiments/quickstart.py --workdir runs/quickstart
+"""
+from experiments import common
+
+
+def get_config():
+    data = common.text_data("embedded")
+    data.update(dict(vocab_size=8000, nsp=True, mask_rate=0.15, mask_token_prob=0.8,
+                     random_token_prob=0.1, max_predictions_per_seq=None,
+                     whole_word_masking=False, masking="dynamic", dupe_factor=2,
+                     short_seq_prob=0.1))
+    return common.training(
+        task="bert_pretrain", model=common.bert_model("mini"), data=data,
+        batch_size=32, max_seq_len=128, num_train_steps=300,
+        log_every_steps=10, eval_every_steps=100, checkpoint_every_steps=100,
+        optimizer=dict(name="adamw", learning_rate=1e-3, end_learning_rate=0.0,
+                       warmup_steps=0.06, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
+                       weight_decay=0.01, grad_clip_norm=1.0))

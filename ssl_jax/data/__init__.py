@@ -1,0 +1,1 @@
+"""Host-side data: corpora (TFDS builders), tokenizers, pre-training examples, grain pipelines."""

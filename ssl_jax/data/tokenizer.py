@@ -1,0 +1,114 @@
+"""WordPiece tokenizers (HF `tokenizers`): train on a corpus, or load a bert-style vocab.txt."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterable
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+@dataclasses.dataclass(frozen=True)
+class WordPiece:
+    """A tokenizer plus the ids and per-id facts the pre-training pipeline needs."""
+
+    tokenizer: Tokenizer
+    pad_id: int
+    unk_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    is_special: np.ndarray  # [vocab] bool: never selected for MLM, never a random replacement
+    is_continuation: np.ndarray  # [vocab] bool: "##" sub-word pieces (whole-word masking)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.is_special)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.tokenizer.id_to_token(int(i)) for i in ids)
+
+
+def _bert_pipeline(model: models.WordPiece, lowercase: bool) -> Tokenizer:
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None,
+                                                      clean_text=True, handle_chinese_chars=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return tokenizer
+
+
+def _wrap(tokenizer: Tokenizer, source: str) -> WordPiece:
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise ValueError(f"vocabulary {source} lacks the special tokens {missing}; a BERT "
+                         f"vocab needs all of {list(SPECIAL_TOKENS)}")
+    size = tokenizer.get_vocab_size()
+    is_special = np.zeros(size, bool)
+    is_continuation = np.zeros(size, bool)
+    for token, i in vocab.items():
+        # [unused17] and the like are special too: never select or sample them.
+        is_special[i] = token in SPECIAL_TOKENS or (token.startswith("[") and token.endswith("]"))
+        is_continuation[i] = token.startswith("##")
+    return WordPiece(tokenizer, *(vocab[t] for t in SPECIAL_TOKENS),
+                     is_special=is_special, is_continuation=is_continuation)
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int = 30000, lowercase: bool = True,
+                    min_frequency: int = 2) -> WordPiece:
+    """Learns a WordPiece vocabulary with the special tokens at ids 0..4."""
+    if vocab_size < len(SPECIAL_TOKENS) + 1:
+        raise ValueError(f"data.vocab_size={vocab_size} is too small")
+    tokenizer = _bert_pipeline(models.WordPiece(unk_token="[UNK]"), lowercase)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS),
+                                        continuing_subword_prefix="##", show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    return _wrap(tokenizer, "(trained)")
+
+
+def load_vocab(path: str, lowercase: bool = True) -> WordPiece:
+    """A bert-base-uncased style vocab.txt (one token per line, id = line number)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"vocab file {path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = [line.rstrip("\n") for line in f]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read vocab file {path!r}: {e}") from e
+    if not any(tokens):
+        raise ValueError(f"vocab file {path!r} is empty")
+    vocab = {t: i for i, t in enumerate(tokens) if t}
+    return _wrap(_bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]"), lowercase), repr(path))
+
+
+def save(wordpiece: WordPiece, directory: str) -> None:
+    """Writes vocab.txt (bert format) and tokenizer.json, each atomically."""
+    os.makedirs(directory, exist_ok=True)
+    id_to_token = sorted(wordpiece.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    for name, content in (("vocab.txt", "".join(t + "\n" for t, _ in id_to_token)),
+                          ("tokenizer.json", wordpiece.tokenizer.to_str())):
+        tmp = os.path.join(directory, f".{name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.replace(tmp, os.path.join(directory, name))
+
+
+def load_or_train(data_config, directory: str, texts_fn) -> WordPiece:
+    """`data.vocab_path` if set; else the vocab kept in `directory`; else train and keep it."""
+    if data_config.get("vocab_path"):
+        return load_vocab(data_config.vocab_path, data_config.lowercase)
+    kept = os.path.join(directory, "vocab.txt")
+    if os.path.exists(kept):
+        return load_vocab(kept, data_config.lowercase)
+    wordpiece = train_wordpiece(texts_fn(), data_config.vocab_size, data_config.lowercase)
+    save(wordpiece, directory)
+    return wordpiece

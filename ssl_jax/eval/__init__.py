@@ -1,0 +1,1 @@
+"""Evaluation helpers: baselines, probes, task metrics."""

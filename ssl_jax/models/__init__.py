@@ -1,0 +1,1 @@
+"""Pure Flax linen modules: one attention op and one transformer block for every model."""

@@ -1,0 +1,94 @@
+"""Scaled dot-product attention and multi-head self-attention.
+
+Masks are built by the model (padding, causal, prefix) and passed in; this op never
+knows which model it serves. Softmax always runs in float32.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models.dropout import dropout
+
+Array = jax.Array
+Dtype = Any
+
+
+def dot_product_attention(
+    query: Array,  # [batch, q_len, heads, head_dim]
+    key: Array,  # [batch, kv_len, heads, head_dim]
+    value: Array,  # [batch, kv_len, heads, head_dim]
+    mask: Array | None = None,  # bool, broadcastable to [batch, heads, q_len, kv_len]; True = attend
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+    deterministic: bool = True,
+    dtype: Dtype = jnp.float32,
+) -> Array:  # [batch, q_len, heads, head_dim]
+    """softmax(q k^T / sqrt(d) + mask) v, with the softmax in float32."""
+    head_dim = query.shape[-1]
+    query = query / jnp.sqrt(head_dim).astype(query.dtype)
+    # [batch, heads, q_len, kv_len]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    weights = dropout(weights, dropout_rate, dropout_rng, deterministic)
+    weights = weights.astype(dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(dtype))
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention: q/k/v projections, attention op, output projection."""
+
+    num_heads: int
+    dropout_rate: float = 0.0
+    kernel_init: Callable = nn.initializers.truncated_normal(0.02)
+    out_kernel_init: Callable | None = None  # e.g. GPT-2's residual scaling
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None, *, deterministic: bool) -> Array:
+        hidden = x.shape[-1]  # x: [batch, seq, hidden]
+        if hidden % self.num_heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by num_heads={self.num_heads}")
+        head_dim = hidden // self.num_heads
+        dense = functools.partial(
+            nn.DenseGeneral,
+            features=(self.num_heads, head_dim),
+            kernel_init=self.kernel_init,
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        # each [batch, seq, heads, head_dim]
+        query = dense(name="query")(x)
+        key = dense(name="key")(x)
+        value = dense(name="value")(x)
+        dropout_rng = None
+        if not deterministic and self.dropout_rate > 0.0:
+            dropout_rng = self.make_rng("dropout")
+        out = dot_product_attention(
+            query, key, value, mask,
+            dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
+            deterministic=deterministic, dtype=self.dtype,
+        )
+        return nn.DenseGeneral(  # [batch, seq, hidden]
+            features=hidden,
+            axis=(-2, -1),
+            kernel_init=self.out_kernel_init or self.kernel_init,
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="out",
+        )(out)
+
+
+def padding_mask(valid: Array) -> Array:
+    """[batch, seq] bool (True = real token) -> [batch, 1, 1, seq] attention mask."""
+    return valid[:, None, None, :].astype(bool)

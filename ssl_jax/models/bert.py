@@ -1,0 +1,156 @@
+"""BERT (Devlin et al. 2019): embeddings, post-LN encoder, MLM and NSP heads."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models.dropout import Dropout
+from ssl_jax.models.attention import padding_mask
+from ssl_jax.models.transformer import Stack, get_activation
+
+Array = jax.Array
+
+# The BERT paper's sizes (base, large) and the compact-model table of Turc et al. 2019.
+BERT_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(num_layers=2, hidden_size=128, num_heads=2),
+    "mini": dict(num_layers=4, hidden_size=256, num_heads=4),
+    "small": dict(num_layers=4, hidden_size=512, num_heads=8),
+    "medium": dict(num_layers=8, hidden_size=512, num_heads=8),
+    "base": dict(num_layers=12, hidden_size=768, num_heads=12),
+    "large": dict(num_layers=24, hidden_size=1024, num_heads=16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    activation: str = "gelu"
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    scan_layers: bool = False
+    remat: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
+                             f"model.num_heads={self.num_heads}")
+        get_activation(self.activation)
+
+
+class BertEmbeddings(nn.Module):
+    """WordPiece token + learned absolute position + segment embeddings, LayerNorm, dropout."""
+
+    config: BertConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, input_ids: Array, segment_ids: Array) -> Array:
+        c = self.config
+        init = nn.initializers.truncated_normal(c.initializer_range)
+        embed = lambda n, name: nn.Embed(n, c.hidden_size, embedding_init=init, dtype=c.dtype,
+                                        param_dtype=c.param_dtype, name=name)
+        seq_len = input_ids.shape[1]
+        if seq_len > c.max_position_embeddings:
+            raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
+                             f"{c.max_position_embeddings}")
+        x = embed(c.vocab_size, "word")(input_ids)  # [batch, seq, hidden]
+        x = x + embed(c.max_position_embeddings, "position")(jnp.arange(seq_len)[None, :])
+        x = x + embed(c.type_vocab_size, "segment")(segment_ids)
+        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
+                         name="ln")(x)
+        return Dropout(c.dropout_rate)(x, deterministic=self.deterministic)
+
+
+
+class BertEncoder(nn.Module):
+    """Embeddings + post-LN Stack + pooler (dense + tanh on [CLS])."""
+
+    config: BertConfig
+    deterministic: bool = True
+
+    def setup(self):
+        c = self.config
+        self.embeddings = BertEmbeddings(c, deterministic=self.deterministic)
+        self.stack = Stack(
+            num_layers=c.num_layers,
+            block=dict(num_heads=c.num_heads, mlp_dim=c.mlp_dim, pre_ln=False,
+                       activation=c.activation, dropout_rate=c.dropout_rate,
+                       attention_dropout_rate=c.attention_dropout_rate,
+                       layer_norm_eps=c.layer_norm_eps,
+                       kernel_init=nn.initializers.truncated_normal(c.initializer_range),
+                       dtype=c.dtype, param_dtype=c.param_dtype),
+            scan=c.scan_layers, remat=c.remat, deterministic=self.deterministic)
+        self.pooler = nn.Dense(c.hidden_size, kernel_init=nn.initializers.truncated_normal(
+            c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype)
+
+    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array):
+        """Returns (sequence [batch, seq, hidden], pooled [batch, hidden])."""
+        x = self.embeddings(input_ids, segment_ids)
+        x = self.stack(x, padding_mask(input_mask))
+        pooled = jnp.tanh(self.pooler(x[:, 0]))
+        return x, pooled
+
+    def word_embedding(self) -> Array:
+        return self.embeddings.variables["params"]["word"]["embedding"]
+
+
+def gather_positions(sequence: Array, positions: Array) -> Array:
+    """[batch, seq, hidden], [batch, P] int -> [batch, P, hidden]."""
+    return jnp.take_along_axis(sequence, positions[..., None], axis=1)
+
+
+class MlmHead(nn.Module):
+    """dense + activation + LayerNorm, then logits against the tied word embedding + bias."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, word_embedding: Array) -> Array:
+        c = self.config
+        x = nn.Dense(c.hidden_size, kernel_init=nn.initializers.truncated_normal(
+            c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype, name="transform")(x)
+        x = get_activation(c.activation)(x)
+        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
+                         name="ln")(x)
+        bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.param_dtype)
+        logits = jnp.einsum("...h,vh->...v", x, word_embedding.astype(c.dtype))
+        return logits.astype(jnp.float32) + bias.astype(jnp.float32)  # [..., vocab]
+
+
+class BertForPreTraining(nn.Module):
+    """Encoder + MLM head (only at masked positions) + NSP head on the pooled [CLS]."""
+
+    config: BertConfig
+    deterministic: bool = True
+
+    def setup(self):
+        self.encoder = BertEncoder(self.config, deterministic=self.deterministic)
+        self.mlm = MlmHead(self.config)
+        self.nsp = nn.Dense(2, kernel_init=nn.initializers.truncated_normal(
+            self.config.initializer_range), dtype=self.config.dtype,
+            param_dtype=self.config.param_dtype)
+
+    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,
+                 masked_positions: Array | None = None):
+        """masked_positions [batch, P]: MLM logits only there ([batch, P, vocab]);
+        None: logits at every position ([batch, seq, vocab]). NSP logits [batch, 2]."""
+        sequence, pooled = self.encoder(input_ids, segment_ids, input_mask)
+        if masked_positions is not None:
+            sequence = gather_positions(sequence, masked_positions)
+        mlm_logits = self.mlm(sequence, self.encoder.word_embedding())
+        nsp_logits = self.nsp(pooled).astype(jnp.float32)
+        return mlm_logits, nsp_logits

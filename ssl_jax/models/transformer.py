@@ -1,0 +1,127 @@
+"""The one transformer block (post-LN or pre-LN) and the layer stack every model uses."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models.dropout import Dropout
+from ssl_jax.models.attention import MultiHeadAttention
+
+Array = jax.Array
+Dtype = Any
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT's erf GELU
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),  # GPT-2's
+    "relu": jax.nn.relu,
+}
+
+
+def get_activation(name: str) -> Callable[[Array], Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class Mlp(nn.Module):
+    """Position-wise feed-forward: dense(mlp_dim) -> activation -> dense(hidden) -> dropout."""
+
+    mlp_dim: int
+    activation: str = "gelu"
+    dropout_rate: float = 0.0
+    kernel_init: Callable = nn.initializers.truncated_normal(0.02)
+    out_kernel_init: Callable | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, deterministic: bool) -> Array:
+        hidden = x.shape[-1]  # x: [batch, seq, hidden]
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
+                                  bias_init=nn.initializers.zeros)
+        h = dense(self.mlp_dim, kernel_init=self.kernel_init, name="fc_in")(x)  # [batch, seq, mlp]
+        h = get_activation(self.activation)(h)
+        h = dense(hidden, kernel_init=self.out_kernel_init or self.kernel_init, name="fc_out")(h)
+        return Dropout(self.dropout_rate)(h, deterministic=deterministic)
+
+
+class Block(nn.Module):
+    """Self-attention + MLP with residuals.
+
+    post-LN (BERT, GPT-1): x = LN(x + attn(x)); x = LN(x + mlp(x)).
+    pre-LN (GPT-2/3, ViT): x = x + attn(LN(x)); x = x + mlp(LN(x)).
+    """
+
+    num_heads: int
+    mlp_dim: int
+    pre_ln: bool = False
+    activation: str = "gelu"
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    kernel_init: Callable = nn.initializers.truncated_normal(0.02)
+    out_kernel_init: Callable | None = None
+    deterministic: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None) -> Array:
+        norm = functools.partial(nn.LayerNorm, epsilon=self.layer_norm_eps, dtype=self.dtype,
+                                 param_dtype=self.param_dtype)
+        attention = MultiHeadAttention(
+            num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+            kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
+            dtype=self.dtype, param_dtype=self.param_dtype, name="attention")
+        mlp = Mlp(mlp_dim=self.mlp_dim, activation=self.activation, dropout_rate=self.dropout_rate,
+                  kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
+                  dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")
+        drop = Dropout(self.dropout_rate)
+        det = self.deterministic
+        if self.pre_ln:
+            x = x + drop(attention(norm(name="ln_attention")(x), mask, deterministic=det),
+                         deterministic=det)
+            return x + mlp(norm(name="ln_mlp")(x), deterministic=det)
+        x = norm(name="ln_attention")(x + drop(attention(x, mask, deterministic=det),
+                                                deterministic=det))
+        return norm(name="ln_mlp")(x + mlp(x, deterministic=det))
+
+
+class _ScanBlock(Block):
+    """Block with the (carry, out) signature nn.scan wants."""
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None):  # type: ignore[override]
+        return super().__call__(x, mask), None
+
+
+class Stack(nn.Module):
+    """num_layers Blocks; `scan` compiles one layer body, `remat` recomputes activations."""
+
+    num_layers: int
+    block: dict  # keyword arguments of Block (num_heads, mlp_dim, pre_ln, ...)
+    scan: bool = False
+    remat: bool = False
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None) -> Array:
+        if self.scan:
+            layer = nn.remat(_ScanBlock, prevent_cse=False) if self.remat else _ScanBlock
+            scanned = nn.scan(
+                layer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=nn.broadcast,
+                length=self.num_layers,
+            )
+            x, _ = scanned(**self.block, deterministic=self.deterministic, name="layers")(x, mask)
+            return x
+        layer = nn.remat(Block) if self.remat else Block
+        for i in range(self.num_layers):
+            x = layer(**self.block, deterministic=self.deterministic, name=f"layer_{i}")(x, mask)
+        return x

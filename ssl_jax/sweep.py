@@ -1,0 +1,66 @@
+"""Runs every point of a config's get_sweep() into DIR/<point>/ and compares them."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import traceback
+from types import ModuleType
+
+from ssl_jax import config as config_lib
+
+_SHOWN = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_mlm_perplexity",
+          "eval_nsp_accuracy", "loss")
+
+
+def point_dirname(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name)
+
+
+def sweep_points(module: ModuleType, arg: str | None) -> dict[str, str]:
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{module.__file__} has no get_sweep(); it cannot run with --sweep")
+    points = module.get_sweep(arg) if arg is not None else module.get_sweep()
+    if not points:
+        raise ValueError(f"{module.__file__}: get_sweep() returned no points")
+    return dict(points)
+
+
+def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, train_fn) -> list[dict]:
+    """Sequential: each point is built (and validated) first, then trained in turn."""
+    points = sweep_points(module, arg)
+    configs = {name: config_lib.build_config(module, point_arg, overrides)
+               for name, point_arg in points.items()}
+    rows = []
+    for name, config in configs.items():
+        row = {"name": name, "arg": points[name]}
+        try:
+            summary = train_fn(config, os.path.join(workdir, point_dirname(name)))
+            row.update(status=summary["ended"], step=summary["step"],
+                       **{k: summary[k] for k in summary if isinstance(summary[k], float)})
+        except Exception as e:  # a failed point is reported, the sweep goes on
+            traceback.print_exc()
+            row.update(status=f"failed: {type(e).__name__}: {e}")
+        rows.append(row)
+        write_tables(rows, workdir)
+    return rows
+
+
+def write_tables(rows: list[dict], workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    metrics = [k for k in _SHOWN if any(k in r for r in rows)]
+    others = sorted({k for r in rows for k in r} - set(metrics) - {"name", "arg", "status", "step"})
+    columns = ["name", "arg", "status", "step"] + metrics + others
+    tmp = os.path.join(workdir, ".sweep.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, os.path.join(workdir, "sweep.csv"))
+    shown = ["name", "status"] + metrics
+    lines = ["| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
+    for r in rows:
+        cells = [f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    with open(os.path.join(workdir, "sweep.md"), "w") as f:
+        f.write("# Sweep\n\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,74 @@
+"""The contract between a task and the generic train loop."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import grain
+import jax
+import numpy as np
+
+Stats = dict[str, tuple[jax.Array, jax.Array]]  # name -> (sum over examples, count)
+
+
+class Task:
+    """Subclasses build everything host-side in __init__ (and raise on bad input there,
+    before any compute); the loop then only calls the methods below."""
+
+    loss_terms: tuple[str, ...] = ()  # the objective is the sum of these stats' means
+    best_metric: str = "eval_loss"  # checkpoints: the best by this (lower is better)
+
+    def __init__(self, config, workdir: str):
+        self.config = config
+        self.workdir = workdir
+
+    def build_model(self, *, train: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def init_params(self, rng: jax.Array) -> Any:
+        batch = self.dummy_batch(1)
+        return self.build_model(train=False).init(rng, **self.model_inputs(batch))["params"]
+
+    def model_inputs(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+    def train_dataset(self, process_index: int, process_count: int) -> grain.MapDataset:
+        """An infinite, batched (per process) random-access dataset."""
+        raise NotImplementedError
+
+    def eval_examples(self) -> list[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def stats(self, params, batch: dict, rng: jax.Array | None, *, train: bool) -> Stats:
+        raise NotImplementedError
+
+    def derived_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        return {}
+
+    def tokens_per_example(self) -> int:
+        return self.config.max_seq_len
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for the report (data sizes, vocab, ...)."""
+        return {}
+
+
+def eval_batches(examples: list[dict[str, np.ndarray]], batch_size: int,
+                 max_batches: int | None = None):
+    """Global eval batches; the last is padded with zero examples of example_weight 0."""
+    if not examples:
+        return
+    keys = examples[0].keys()
+    for n, start in enumerate(range(0, len(examples), batch_size)):
+        if max_batches is not None and n >= max_batches:
+            return
+        chunk = examples[start:start + batch_size]
+        weight = np.zeros(batch_size, np.float32)
+        weight[:len(chunk)] = 1.0
+        chunk = chunk + [{k: np.zeros_like(v) for k, v in chunk[0].items()}] * (batch_size - len(chunk))
+        batch = {k: np.stack([e[k] for e in chunk]) for k in keys}
+        batch["example_weight"] = weight
+        yield batch

@@ -1,0 +1,175 @@
+"""BERT pre-training: masked LM (gathered at the masked positions) + next-sentence prediction."""
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax.data import corpora, pretraining, tokenizer
+from ssl_jax.models.bert import BertConfig, BertForPreTraining
+from ssl_jax.tasks.base import Task
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def bert_config(model_config, vocab_size: int) -> BertConfig:
+    """config.model (ConfigDict) -> BertConfig, checked."""
+    m = model_config
+    for name in ("dtype", "param_dtype"):
+        if m[name] not in DTYPES:
+            raise ValueError(f"model.{name}={m[name]!r}; expected one of {sorted(DTYPES)}")
+    if m.get("vocab_size") and m.vocab_size < vocab_size:
+        raise ValueError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
+                         f"{vocab_size} tokens")
+    return BertConfig(
+        vocab_size=m.get("vocab_size") or vocab_size,
+        hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+        mlp_dim=m.get("mlp_dim") or 4 * m.hidden_size,
+        max_position_embeddings=m.max_position_embeddings, type_vocab_size=m.type_vocab_size,
+        activation=m.activation, dropout_rate=m.dropout_rate,
+        attention_dropout_rate=m.attention_dropout_rate, layer_norm_eps=m.layer_norm_eps,
+        initializer_range=m.initializer_range, scan_layers=m.scan_layers, remat=m.remat,
+        dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
+
+
+def check_sizes(config) -> None:
+    """The checks that need no data: run first, before the corpus is read."""
+    m = config.model
+    for name in ("num_layers", "hidden_size", "num_heads"):
+        if m[name] < 1:
+            raise ValueError(f"model.{name}={m[name]} must be >= 1")
+    if m.hidden_size % m.num_heads:
+        raise ValueError(f"model.num_heads={m.num_heads} does not divide "
+                         f"model.hidden_size={m.hidden_size}")
+    if config.max_seq_len > m.max_position_embeddings:
+        raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the position table "
+                         f"(model.max_position_embeddings={m.max_position_embeddings})")
+    if config.max_seq_len < 8:
+        raise ValueError(f"max_seq_len={config.max_seq_len} is too short (>= 8)")
+    if not 0.0 <= config.data.short_seq_prob <= 1.0:
+        raise ValueError(f"data.short_seq_prob={config.data.short_seq_prob} must be in [0, 1]")
+    if config.data.masking not in ("static", "dynamic"):
+        raise ValueError(f"data.masking={config.data.masking!r}; expected 'static' or 'dynamic'")
+    if config.data.dupe_factor < 1:
+        raise ValueError(f"data.dupe_factor={config.data.dupe_factor} must be >= 1")
+    pretraining.masking_spec(config.data, config.max_seq_len)  # validates the rates
+
+
+class BertPretrainTask(Task):
+    def __init__(self, config, workdir: str, tokenizer_dir: str | None = None):
+        super().__init__(config, workdir)
+        check_sizes(config)
+        data = config.data
+        self.spec = pretraining.masking_spec(data, config.max_seq_len)
+        if self.spec.max_predictions > config.max_seq_len:
+            raise ValueError(f"data.max_predictions_per_seq={self.spec.max_predictions} exceeds "
+                             f"max_seq_len={config.max_seq_len}")
+        self.nsp = bool(data.nsp)
+        self.loss_terms = ("mlm_loss", "nsp_loss") if self.nsp else ("mlm_loss",)
+
+        train_docs = corpora.load_documents(data, "train")
+        eval_docs = corpora.load_documents(data, "validation")
+        n_sentences = sum(len(d) for d in train_docs)
+        if n_sentences == 0:
+            raise ValueError(f"corpus {data.corpus!r} is empty: its train split has no text "
+                             f"({len(train_docs)} documents)")
+        if self.nsp and len(train_docs) < 2:
+            raise ValueError(f"corpus {data.corpus!r} has {len(train_docs)} training document(s);"
+                             " next-sentence prediction needs at least 2 (or set data.nsp=False)")
+        self.wordpiece = tokenizer.load_or_train(
+            data, tokenizer_dir or os.path.join(workdir, "tokenizer"),
+            lambda: (s for d in train_docs for s in d))
+        self.model_config = bert_config(config.model, self.wordpiece.vocab_size)
+
+        rng = np.random.default_rng(config.seed)
+        train_tokens = self._tokenize(train_docs)
+        self.train_instances = []
+        for _ in range(data.dupe_factor):
+            self.train_instances += pretraining.create_instances(
+                train_tokens, self.wordpiece, config.max_seq_len, data.short_seq_prob,
+                self.nsp, rng)
+        if not self.train_instances:
+            raise ValueError(f"corpus {data.corpus!r} yields no training sequence")
+        self.eval_instances = pretraining.create_instances(
+            self._tokenize(eval_docs), self.wordpiece, config.max_seq_len,
+            data.short_seq_prob, self.nsp, np.random.default_rng(config.seed + 7))
+        self.corpus = {"train": corpora.corpus_stats(train_docs),
+                       "validation": corpora.corpus_stats(eval_docs)}
+
+    def _tokenize(self, documents):
+        flat = self.wordpiece.encode_batch([s for d in documents for s in d])
+        out, i = [], 0
+        for d in documents:
+            sentences = [t for t in flat[i:i + len(d)] if len(t)]
+            i += len(d)
+            if sentences:
+                out.append(sentences)
+        return out
+
+    # --- model -----------------------------------------------------------------------------
+    def build_model(self, *, train: bool) -> BertForPreTraining:
+        return BertForPreTraining(self.model_config, deterministic=not train)
+
+    def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        S, P = self.config.max_seq_len, self.spec.max_predictions
+        return {"input_ids": np.zeros((batch_size, S), np.int32),
+                "segment_ids": np.zeros((batch_size, S), np.int32),
+                "input_mask": np.ones((batch_size, S), np.int32),
+                "masked_positions": np.zeros((batch_size, P), np.int32),
+                "masked_ids": np.zeros((batch_size, P), np.int32),
+                "masked_weights": np.zeros((batch_size, P), np.float32),
+                "next_sentence_label": np.zeros((batch_size,), np.int32)}
+
+    def model_inputs(self, batch: dict) -> dict:
+        return {"input_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
+                "input_mask": batch["input_mask"], "masked_positions": batch["masked_positions"]}
+
+    # --- data ------------------------------------------------------------------------------
+    def train_dataset(self, process_index: int = 0, process_count: int = 1):
+        return pretraining.train_dataset(
+            self.train_instances, self.spec, self.wordpiece, self.config.max_seq_len,
+            dynamic=self.config.data.masking == "dynamic", seed=self.config.seed,
+            batch_size=self.config.batch_size // process_count,
+            process_index=process_index, process_count=process_count)
+
+    def eval_examples(self):
+        return pretraining.eval_examples(self.eval_instances, self.spec, self.wordpiece,
+                                         self.config.max_seq_len, seed=self.config.seed + 11)
+
+    # --- loss and metrics ------------------------------------------------------------------
+    def stats(self, params, batch, rng, *, train: bool):
+        model = self.build_model(train=train)
+        rngs = {"dropout": rng} if train else {}
+        mlm_logits, nsp_logits = model.apply({"params": params}, **self.model_inputs(batch),
+                                             rngs=rngs)
+        # mlm_logits [batch, P, vocab] float32; nsp_logits [batch, 2]
+        weights = batch["masked_weights"]
+        log_probs = jax.nn.log_softmax(mlm_logits, axis=-1)
+        nll = -jnp.take_along_axis(log_probs, batch["masked_ids"][..., None], axis=-1)[..., 0]
+        correct = (jnp.argmax(mlm_logits, -1) == batch["masked_ids"]).astype(jnp.float32)
+        stats = {"mlm_loss": (jnp.sum(nll * weights), jnp.sum(weights)),
+                 "mlm_accuracy": (jnp.sum(correct * weights), jnp.sum(weights))}
+        if self.nsp:
+            example_weight = batch.get("example_weight",
+                                       jnp.ones(nsp_logits.shape[:1], jnp.float32))
+            labels = batch["next_sentence_label"]
+            nsp_nll = -jnp.take_along_axis(jax.nn.log_softmax(nsp_logits), labels[:, None],
+                                           axis=-1)[:, 0]
+            nsp_correct = (jnp.argmax(nsp_logits, -1) == labels).astype(jnp.float32)
+            stats["nsp_loss"] = (jnp.sum(nsp_nll * example_weight), jnp.sum(example_weight))
+            stats["nsp_accuracy"] = (jnp.sum(nsp_correct * example_weight),
+                                     jnp.sum(example_weight))
+        return stats
+
+    def derived_metrics(self, means):
+        return {"mlm_perplexity": math.exp(min(means["mlm_loss"], 50.0))}
+
+    def describe(self):
+        return {"corpus": self.config.data.corpus, "documents": self.corpus,
+                "vocab_size": self.wordpiece.vocab_size,
+                "train_sequences": len(self.train_instances),
+                "eval_sequences": len(self.eval_instances),
+                "max_predictions_per_seq": self.spec.max_predictions}

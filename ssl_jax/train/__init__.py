@@ -1,0 +1,1 @@
+"""The one generic training system: optimizer, pure train step, sharding, checkpoints, loop."""

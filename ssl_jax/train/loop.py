@@ -1,0 +1,193 @@
+"""The one generic training loop: any task, jit or pmap, checkpoints, eval, pre-emption."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from ssl_jax.tasks import get_task
+from ssl_jax.tasks.base import eval_batches
+from ssl_jax.train import report
+from ssl_jax.train.checkpoint import Checkpointer
+from ssl_jax.train.metrics import MetricWriter, read_metrics
+from ssl_jax.train.optim import make_optimizer
+from ssl_jax.train.sharding import Parallel, check_batch_size
+from ssl_jax.train.step import TrainState, make_eval_step, make_train_step
+
+_POSITIVE = ("batch_size", "max_seq_len", "num_train_steps", "log_every_steps",
+             "eval_every_steps", "checkpoint_every_steps")
+
+
+def check_config(config) -> None:
+    """Top-level checks shared by every task (task-specific ones live in the task)."""
+    for name in _POSITIVE:
+        if not isinstance(config[name], int) or config[name] < 1:
+            raise ValueError(f"config.{name}={config[name]!r} must be a positive integer")
+    check_batch_size(config.batch_size)
+
+
+def write_config(config, workdir: str) -> None:
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and returns at the next step."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _host(tree) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(tree).items()}
+
+
+def evaluate(task, parallel: Parallel, eval_step, params, batch_size: int,
+             max_batches: int | None = None) -> dict[str, float]:
+    """Means of every task stat over the held-out examples, plus eval_loss."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for batch in eval_batches(task.eval_examples(), batch_size, max_batches):
+        out = jax.device_get(eval_step(params, parallel.put_batch(batch)))
+        for k, (s, c) in out.items():
+            sums[k] = sums.get(k, 0.0) + float(s)
+            counts[k] = counts.get(k, 0.0) + float(c)
+    if not sums:
+        return {}
+    means = {k: sums[k] / max(counts[k], 1e-9) for k in sums}
+    means.update(task.derived_metrics(means))
+    means["loss"] = sum(means[t] for t in task.loss_terms)
+    return {f"eval_{k}": v for k, v in means.items()}
+
+
+def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True,
+                       stop_after: int | None = None) -> dict[str, Any]:
+    """Trains `config.task` into `workdir`; re-running the same call resumes.
+
+    stop_after: run at most this many steps in this call, then checkpoint and return (a
+    time-sliced job; the next call resumes exactly where this one stopped).
+    Returns the final metrics (train and eval) and how the run ended."""
+    check_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    task = task or get_task(config.task)(config, workdir)  # reads data, raises on bad input
+    parallel = Parallel(config.parallel)
+    write_config(config, workdir)
+
+    tx, schedule = make_optimizer(config)
+    params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
+    state = TrainState.create(apply_fn=task.build_model(train=True).apply, params=params, tx=tx)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
+                                best_metric=task.best_metric)
+    dataset = task.train_dataset(jax.process_index(), jax.process_count())
+    iterator = iter(dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=config.data_threads, prefetch_buffer_size=8)))
+    resumed_from = checkpointer.latest_step()
+    if resumed_from is not None:
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        state, data_state = checkpointer.restore(abstract)
+        iterator.set_state(data_state)
+    start = int(state.step)
+    writer = MetricWriter(workdir, resume_step=resumed_from)
+    state = parallel.put_state(state)
+    train_step = parallel.wrap_train_step(
+        make_train_step(task, config.seed, schedule, parallel.axis_name))
+    eval_step = parallel.wrap_eval_step(make_eval_step(task, parallel.axis_name))
+
+    total = config.num_train_steps
+    tokens_per_step = config.batch_size * task.tokens_per_example()
+    bar = tqdm(total=total, initial=start, disable=not progress or jax.process_index() != 0,
+               dynamic_ncols=True, mininterval=1.0, desc="train")
+    pending: tuple[int, Any] | None = None
+    previous = read_metrics(writer.path)  # a resumed (or finished) run's last record
+    last: dict[str, float] = previous[-1] if previous else {}
+    ended = "completed"
+    window_start, window_steps = time.perf_counter(), 0
+
+    def check(step: int, metrics) -> dict[str, float]:
+        values = _host(metrics)
+        if not math.isfinite(values["loss"]):
+            keep = checkpointer.latest_step()
+            raise FloatingPointError(
+                f"loss is {values['loss']} at step {step}; stopping. The last good checkpoint "
+                f"(step {keep}) is kept in {os.path.join(workdir, 'checkpoints')}")
+        return values
+
+    try:
+        with _StopRequest() as stop:
+            for step in range(start + 1, total + 1):
+                batch = parallel.put_batch(next(iterator))
+                state, metrics = train_step(state, batch)
+                window_steps += 1
+                if pending is not None:  # read the previous step's metrics: one step late
+                    last = check(*pending)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
+                pending = (step, metrics)
+                stopping = stop.signal is not None or step - start == stop_after
+                is_eval = step % config.eval_every_steps == 0 or step == total
+                is_ckpt = (step % config.checkpoint_every_steps == 0 or step == total
+                           or stopping)
+                if step % config.log_every_steps == 0 or is_eval or is_ckpt:
+                    last = check(*pending)
+                    pending = None
+                    elapsed = time.perf_counter() - window_start
+                    record = dict(last, tokens_per_s=tokens_per_step * window_steps / elapsed,
+                                  steps_per_s=window_steps / elapsed)
+                    eval_metrics = {}
+                    if is_eval:
+                        eval_metrics = evaluate(task, parallel, eval_step,
+                                                parallel.params_for_eval(state),
+                                                config.batch_size, config.get("num_eval_batches"))
+                        record.update(eval_metrics)
+                    last = writer.write(step, record)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}",
+                                    tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+                    if is_ckpt:
+                        checkpointer.save(step, parallel.get_state(state), iterator.get_state(),
+                                          {"eval_loss": eval_metrics["eval_loss"]}
+                                          if eval_metrics else None)
+                    window_start, window_steps = time.perf_counter(), 0
+                bar.update(1)
+                if stopping:
+                    ended = (f"stopped by signal {signal.Signals(stop.signal).name} at step {step}"
+                             if stop.signal is not None else f"paused at step {step}")
+                    break
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+    summary = {"ended": ended, "step": int(jax.device_get(parallel.get_state(state).step)),
+               "resumed_from": resumed_from, "best_checkpoint": checkpointer.best_step(),
+               **{k: v for k, v in last.items() if k != "step"}}
+    if ended == "completed" and jax.process_index() == 0:
+        report.write_report(workdir, config, task.describe(), summary)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

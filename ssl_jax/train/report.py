@@ -1,0 +1,54 @@
+"""report.md at the end of a run: final metrics, data facts and learning-curve plots."""
+from __future__ import annotations
+
+import json
+import os
+
+from ssl_jax.train.metrics import read_metrics
+
+
+def _plot(records: list[dict], keys: list[str], path: str, title: str) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {k: [(r["step"], r[k]) for r in records if k in r] for k in keys}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for k, points in series.items():
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="o" if k.startswith("eval_") else None,
+                markersize=3, label=k)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(workdir: str, config, facts: dict, summary: dict) -> str:
+    records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    loss_keys = sorted({k for r in records for k in r if k.endswith("loss")})
+    acc_keys = sorted({k for r in records for k in r if k.endswith("accuracy")})
+    lines = [f"# Run report: {config.task}", "",
+             f"workdir: `{os.path.abspath(workdir)}`  ", f"ended: {summary['ended']} at step "
+             f"{summary['step']} of {config.num_train_steps}", "", "## Final metrics", "",
+             "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(summary.items())
+              if isinstance(v, float)]
+    if _plot(records, loss_keys, os.path.join(workdir, "loss.png"), "loss"):
+        lines += ["", "## Loss", "", "![loss](loss.png)"]
+    if _plot(records, acc_keys, os.path.join(workdir, "accuracy.png"), "accuracy"):
+        lines += ["", "## Accuracy", "", "![accuracy](accuracy.png)"]
+    lines += ["", "## Data and model", "", "```json", json.dumps(facts, indent=2), "```",
+              "", "## Config", "", "```json", config.to_json_best_effort(indent=2), "```", ""]
+    path = os.path.join(workdir, "report.md")
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines))
+    os.replace(path + ".tmp", path)
+    return path

@@ -1,0 +1,39 @@
+"""Shared fixtures: a private TFDS data dir and tiny BERT configs."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tfds"))
+    os.environ["SSL_JAX_DATA_DIR"] = path
+    return path
+
+
+def tiny_config(arg: str = "tiny", **fields):
+    """experiments/bert/pretrain.py at test size: 64 tokens, batch 8, small vocab."""
+    from ssl_jax import config as config_lib
+
+    overrides = {"max_seq_len": "64", "batch_size": "8", "data.vocab_size": "2000",
+                 "data.dupe_factor": "1", "num_train_steps": "4", "log_every_steps": "1",
+                 "eval_every_steps": "2", "checkpoint_every_steps": "2", "num_eval_batches": "2",
+                 "data_threads": "1"}
+    overrides.update({k: str(v) for k, v in fields.items()})
+    return config_lib.load_config(os.path.join(ROOT, "experiments/bert/pretrain.py:" + arg),
+                                  list(overrides.items()))
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory):
+    """A tiny BERT pre-training task on the embedded corpus (built once)."""
+    from ssl_jax.tasks import get_task
+
+    workdir = str(tmp_path_factory.mktemp("tiny_task"))
+    return get_task("bert_pretrain")(tiny_config(), workdir)

@@ -1,0 +1,35 @@
+"""`python -m ssl_jax.data.preview` prints examples and, last, their statistics as JSON."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_preview_statistics_match_the_config():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "ssl_jax.data.preview", "--config",
+         os.path.join(ROOT, "experiments/quickstart.py"), "--num", "2",
+         "--config.data.vocab_size=3000", "--config.data.dupe_factor=3"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("--- example 0 (") and "[CLS]" in lines[1] and "[MASK]<" in lines[1]
+    stats = json.loads(lines[-1])
+    assert stats["num_sequences"] > 2000
+    assert abs(stats["selected_fraction"] - 0.15) < 0.01
+    assert abs(stats["mask_fraction"] - 0.8) < 0.02
+    assert abs(stats["random_fraction"] - 0.1) < 0.015
+    assert abs(stats["kept_fraction"] - 0.1) < 0.015
+    assert abs(stats["is_next_fraction"] - 0.5) < 0.04
+    assert 100 < stats["mean_tokens_per_sequence"] <= 128
+
+
+def test_preview_rejects_a_bad_config():
+    out = subprocess.run([sys.executable, "-m", "ssl_jax.data.preview", "--config",
+                          os.path.join(ROOT, "experiments/quickstart.py"),
+                          "--config.data.mask_rate=2"], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 2 and "data.mask_rate=2.0 must be in (0, 1)" in out.stderr
