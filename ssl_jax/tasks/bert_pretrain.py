@@ -58,6 +58,31 @@ def check_sizes(config) -> None:
     pretraining.masking_spec(config.data, config.max_seq_len)  # validates the rates
 
 
+def pretraining_stats(model: BertForPreTraining, params, batch, rng, *, train: bool,
+                      nsp: bool = True):
+    """MLM loss/accuracy over the gathered masked positions (weighted by masked_weights) and
+    NSP loss/accuracy (weighted by example_weight), each as (sum, count)."""
+    mlm_logits, nsp_logits = model.apply(
+        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+        batch["masked_positions"], rngs={"dropout": rng} if train else {})
+    # mlm_logits [batch, P, vocab] float32; nsp_logits [batch, 2]
+    weights = batch["masked_weights"]
+    log_probs = jax.nn.log_softmax(mlm_logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, batch["masked_ids"][..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(mlm_logits, -1) == batch["masked_ids"]).astype(jnp.float32)
+    stats = {"mlm_loss": (jnp.sum(nll * weights), jnp.sum(weights)),
+             "mlm_accuracy": (jnp.sum(correct * weights), jnp.sum(weights))}
+    if nsp:
+        example_weight = batch.get("example_weight", jnp.ones(nsp_logits.shape[:1], jnp.float32))
+        labels = batch["next_sentence_label"]
+        nsp_nll = -jnp.take_along_axis(jax.nn.log_softmax(nsp_logits), labels[:, None],
+                                       axis=-1)[:, 0]
+        nsp_correct = (jnp.argmax(nsp_logits, -1) == labels).astype(jnp.float32)
+        stats["nsp_loss"] = (jnp.sum(nsp_nll * example_weight), jnp.sum(example_weight))
+        stats["nsp_accuracy"] = (jnp.sum(nsp_correct * example_weight), jnp.sum(example_weight))
+    return stats
+
+
 class BertPretrainTask(Task):
     def __init__(self, config, workdir: str, tokenizer_dir: str | None = None):
         super().__init__(config, workdir)
@@ -141,28 +166,8 @@ class BertPretrainTask(Task):
 
     # --- loss and metrics ------------------------------------------------------------------
     def stats(self, params, batch, rng, *, train: bool):
-        model = self.build_model(train=train)
-        rngs = {"dropout": rng} if train else {}
-        mlm_logits, nsp_logits = model.apply({"params": params}, **self.model_inputs(batch),
-                                             rngs=rngs)
-        # mlm_logits [batch, P, vocab] float32; nsp_logits [batch, 2]
-        weights = batch["masked_weights"]
-        log_probs = jax.nn.log_softmax(mlm_logits, axis=-1)
-        nll = -jnp.take_along_axis(log_probs, batch["masked_ids"][..., None], axis=-1)[..., 0]
-        correct = (jnp.argmax(mlm_logits, -1) == batch["masked_ids"]).astype(jnp.float32)
-        stats = {"mlm_loss": (jnp.sum(nll * weights), jnp.sum(weights)),
-                 "mlm_accuracy": (jnp.sum(correct * weights), jnp.sum(weights))}
-        if self.nsp:
-            example_weight = batch.get("example_weight",
-                                       jnp.ones(nsp_logits.shape[:1], jnp.float32))
-            labels = batch["next_sentence_label"]
-            nsp_nll = -jnp.take_along_axis(jax.nn.log_softmax(nsp_logits), labels[:, None],
-                                           axis=-1)[:, 0]
-            nsp_correct = (jnp.argmax(nsp_logits, -1) == labels).astype(jnp.float32)
-            stats["nsp_loss"] = (jnp.sum(nsp_nll * example_weight), jnp.sum(example_weight))
-            stats["nsp_accuracy"] = (jnp.sum(nsp_correct * example_weight),
-                                     jnp.sum(example_weight))
-        return stats
+        return pretraining_stats(self.build_model(train=train), params, batch, rng,
+                                 train=train, nsp=self.nsp)
 
     def derived_metrics(self, means):
         return {"mlm_perplexity": math.exp(min(means["mlm_loss"], 50.0))}
