@@ -22,6 +22,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, help="FILE.py[:arg]")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--sweep", action="store_true", help="run every point of get_sweep()")
+    parser.add_argument("--sweep-workers", type=int, default=1,
+                        help="train this many sweep points at once, each in its own process")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() (multi-host)")
@@ -38,7 +40,7 @@ def main(argv: list[str]) -> int:
         module = config_lib.load_module(path)
         train = lambda c, d: train_and_evaluate(c, d, progress=not args.no_progress)
         if args.sweep:
-            rows = run_sweep(module, arg, overrides, args.workdir, train)
+            rows = run_sweep(module, arg, overrides, args.workdir, train, args.sweep_workers)
             print(open(os.path.join(args.workdir, "sweep.md")).read())
             return 0 if all(not r["status"].startswith("failed") for r in rows) else 1
         summary = train(config_lib.build_config(module, arg, overrides), args.workdir)

@@ -1,9 +1,13 @@
 """Runs every point of a config's get_sweep() into DIR/<point>/ and compares them."""
 from __future__ import annotations
 
+import concurrent.futures
 import csv
+import json
 import os
 import re
+import subprocess
+import sys
 import traceback
 from types import ModuleType
 
@@ -26,24 +30,54 @@ def sweep_points(module: ModuleType, arg: str | None) -> dict[str, str]:
     return dict(points)
 
 
-def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, train_fn) -> list[dict]:
-    """Sequential: each point is built (and validated) first, then trained in turn."""
+def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, train_fn,
+              workers: int = 1) -> list[dict]:
+    """Each point is built (and validated) first, then trained: in this process one after
+    another (workers=1), or as `workers` concurrent `launch.py` processes."""
     points = sweep_points(module, arg)
     configs = {name: config_lib.build_config(module, point_arg, overrides)
                for name, point_arg in points.items()}
-    rows = []
-    for name, config in configs.items():
+    if workers < 1:
+        raise ValueError(f"--sweep-workers={workers} must be >= 1")
+    rows: list[dict] = []
+
+    def finish(name: str, run) -> None:
         row = {"name": name, "arg": points[name]}
         try:
-            summary = train_fn(config, os.path.join(workdir, point_dirname(name)))
+            summary = run()
             row.update(status=summary["ended"], step=summary["step"],
                        **{k: summary[k] for k in summary if isinstance(summary[k], float)})
         except Exception as e:  # a failed point is reported, the sweep goes on
             traceback.print_exc()
             row.update(status=f"failed: {type(e).__name__}: {e}")
         rows.append(row)
+        rows.sort(key=lambda r: list(points).index(r["name"]))
         write_tables(rows, workdir)
+
+    if workers == 1:
+        for name, config in configs.items():
+            finish(name, lambda: train_fn(config, os.path.join(workdir, point_dirname(name))))
+        return rows
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(_run_point_process, module.__file__, points[name],
+                               overrides, os.path.join(workdir, point_dirname(name))): name
+                   for name in configs}
+        for future in concurrent.futures.as_completed(futures):
+            finish(futures[future], future.result)
     return rows
+
+
+def _run_point_process(path: str, arg: str, overrides, point_dir: str) -> dict:
+    launch = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "launch.py")
+    cmd = [sys.executable, launch, "--config", f"{path}:{arg}", "--workdir", point_dir,
+           "--no-progress"] + [f"--config.{k}={v}" for k, v in overrides]
+    os.makedirs(point_dir, exist_ok=True)
+    with open(os.path.join(point_dir, "launch.log"), "w") as log:
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"exit code {done.returncode}; see {point_dir}/launch.log")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_tables(rows: list[dict], workdir: str) -> None:

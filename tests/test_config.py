@@ -115,7 +115,8 @@ def test_empty_corpus_and_bad_vocab(capsys, tmp_path):
     assert code == 2 and "lacks the special tokens" in err, err
 
 
-def test_launch_sweep_writes_the_comparison(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_launch_sweep_writes_the_comparison(tmp_path, workers):
     (tmp_path / "two.py").write_text(
         '"""python launch.py --config experiments/two.py --workdir w --sweep"""\n'
         "from experiments.bert import pretrain\n"
@@ -124,7 +125,8 @@ def test_launch_sweep_writes_the_comparison(tmp_path):
         "    return {'mask_rate=0.15': 'tiny,steps=2', 'nsp=False': 'tiny,steps=2,nsp=False'}\n")
     workdir = tmp_path / "sweep"
     code = launch.main(["--config", str(tmp_path / "two.py"), "--workdir", str(workdir),
-                        "--sweep", "--no-progress"] + [f"--config.{k}={v}" for k, v in TINY[:-3]])
+                        "--sweep", "--no-progress", "--sweep-workers", str(workers)]
+                       + [f"--config.{k}={v}" for k, v in TINY[:-3]])
     assert code == 0
     rows = (workdir / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("name,arg,status,step,eval_loss") and len(rows) == 3

@@ -41,3 +41,23 @@ def test_vocab_without_special_tokens_is_rejected(tmp_path):
         tokenizer.load_vocab(str(tmp_path / "vocab.txt"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         tokenizer.load_vocab(str(tmp_path / "missing.txt"))
+
+
+def test_one_vocabulary_per_corpus_and_settings(tmp_path):
+    """Training is cached by (corpus, vocab_size, lowercase), so runs agree token for token."""
+    import ml_collections
+
+    data = ml_collections.ConfigDict(dict(vocab_path=None, vocab_size=120, lowercase=True))
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return iter(TEXT)
+
+    a = tokenizer.load_or_train(data, str(tmp_path / "run_a"), texts, "corpus-1", str(tmp_path))
+    b = tokenizer.load_or_train(data, str(tmp_path / "run_b"), texts, "corpus-1", str(tmp_path))
+    assert len(calls) == 1  # trained once
+    assert (tmp_path / "run_a/vocab.txt").read_text() == (tmp_path / "run_b/vocab.txt").read_text()
+    assert a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
+    tokenizer.load_or_train(data, str(tmp_path / "run_c"), texts, "corpus-2", str(tmp_path))
+    assert len(calls) == 2  # another corpus: trained again

@@ -205,6 +205,15 @@ def _prepared(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
     return builder
 
 
+def corpus_id(data_config) -> str:
+    """Names the exact corpus contents (for caches keyed by corpus)."""
+    if data_config.corpus == "embedded":
+        return f"pydoc_topics/{PydocTopics.BUILDER_CONFIGS[0].name}/{PydocTopics.VERSION}"
+    if data_config.corpus == "files":
+        return "text_files/" + _fingerprint(data_config.files, data_config.text_key)
+    return f"tfds/{data_config.corpus}/{data_config.text_key}"
+
+
 def load_documents(data_config, split: str) -> list[list[str]]:
     """Documents of one split, each a list of sentences."""
     corpus = data_config.corpus

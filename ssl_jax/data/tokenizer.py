@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import shutil
+import tempfile
 from typing import Iterable
 
 import numpy as np
@@ -102,13 +105,38 @@ def save(wordpiece: WordPiece, directory: str) -> None:
         os.replace(tmp, os.path.join(directory, name))
 
 
-def load_or_train(data_config, directory: str, texts_fn) -> WordPiece:
-    """`data.vocab_path` if set; else the vocab kept in `directory`; else train and keep it."""
+def load_or_train(data_config, directory: str, texts_fn, corpus_id: str,
+                  cache_root: str | None = None) -> WordPiece:
+    """The vocabulary of a run, kept in `directory` (its workdir's tokenizer/):
+
+    1. `data.vocab_path` if set; 2. the vocab already kept in `directory` (a resumed run);
+    3. else the one trained earlier on this machine for the same corpus and settings (cached
+       under `cache_root`), or trained now and cached. HF's WordPiece trainer breaks count
+       ties in hash order, so two trainings can differ by a few tokens: the cache keeps every
+       run on one corpus (sweep points, re-runs) on the very same vocabulary.
+    """
     if data_config.get("vocab_path"):
-        return load_vocab(data_config.vocab_path, data_config.lowercase)
-    kept = os.path.join(directory, "vocab.txt")
-    if os.path.exists(kept):
-        return load_vocab(kept, data_config.lowercase)
-    wordpiece = train_wordpiece(texts_fn(), data_config.vocab_size, data_config.lowercase)
+        wordpiece = load_vocab(data_config.vocab_path, data_config.lowercase)
+    elif os.path.exists(os.path.join(directory, "vocab.txt")):
+        return load_vocab(os.path.join(directory, "vocab.txt"), data_config.lowercase)
+    else:
+        key = hashlib.sha256(f"{corpus_id}|{data_config.vocab_size}|{data_config.lowercase}"
+                             .encode()).hexdigest()[:16]
+        cached = os.path.join(cache_root, "wordpiece", key) if cache_root else None
+        if cached and os.path.exists(os.path.join(cached, "vocab.txt")):
+            wordpiece = load_vocab(os.path.join(cached, "vocab.txt"), data_config.lowercase)
+        else:
+            wordpiece = train_wordpiece(texts_fn(), data_config.vocab_size,
+                                        data_config.lowercase)
+            if cached:
+                os.makedirs(os.path.dirname(cached), exist_ok=True)
+                tmp = tempfile.mkdtemp(prefix=".wordpiece-", dir=os.path.dirname(cached))
+                save(wordpiece, tmp)
+                try:
+                    os.rename(tmp, cached)  # atomic; a concurrent trainer may have won
+                except OSError:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    wordpiece = load_vocab(os.path.join(cached, "vocab.txt"),
+                                           data_config.lowercase)
     save(wordpiece, directory)
     return wordpiece

@@ -106,7 +106,8 @@ class BertPretrainTask(Task):
                              " next-sentence prediction needs at least 2 (or set data.nsp=False)")
         self.wordpiece = tokenizer.load_or_train(
             data, tokenizer_dir or os.path.join(workdir, "tokenizer"),
-            lambda: (s for d in train_docs for s in d))
+            lambda: (s for d in train_docs for s in d), corpora.corpus_id(data),
+            data.get("data_dir") or corpora.default_data_dir())
         self.model_config = bert_config(config.model, self.wordpiece.vocab_size)
 
         rng = np.random.default_rng(config.seed)
