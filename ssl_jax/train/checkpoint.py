@@ -23,14 +23,25 @@ class Checkpointer:
         ])
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(preservation_policy=preserve, create=True),
+            # best_fn makes orbax write each checkpoint's metrics to disk, so the best one is
+            # still known (and kept) after a restart.
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=preserve, create=True,
+                best_fn=lambda m: m[best_metric], best_mode="min",
+                keep_checkpoints_without_metrics=True),
             item_names=("state", "data"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        return self.manager.best_step()
+        """The kept step with the lowest `best_metric`, or None if none has metrics."""
+        scored = []
+        for step in self.all_steps():
+            metrics = self.manager.metrics(step)
+            if metrics and self.best_metric in metrics:
+                scored.append((float(metrics[self.best_metric]), step))
+        return min(scored)[1] if scored else None
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())

@@ -10,6 +10,7 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -104,6 +105,7 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
     tx, schedule = make_optimizer(config)
     params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
     state = TrainState.create(apply_fn=task.build_model(train=True).apply, params=params, tx=tx)
+    state = state.replace(step=jnp.zeros((), jnp.int32))  # an array, so orbax can restore it
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
                                 best_metric=task.best_metric)
     dataset = task.train_dataset(jax.process_index(), jax.process_count())
