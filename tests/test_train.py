@@ -124,7 +124,8 @@ def test_workdir_has_every_artifact(tmp_path):
     assert {"eval_loss", "eval_mlm_perplexity", "eval_nsp_accuracy"} <= set(records[1])
     assert np.isclose(records[1]["eval_mlm_perplexity"], np.exp(records[1]["eval_mlm_loss"]))
     assert json.load(open(tmp_path / "config.json"))["task"] == "bert_pretrain"
-    assert "![loss](loss.png)" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "![loss](loss.png)" in report and "unigram MLM loss (held-out) = " in report
     again = train_and_evaluate(tiny_config(), str(tmp_path), progress=False)
     assert again["resumed_from"] == 4 and again["loss"] == summary["loss"]
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data import corpora, pretraining, tokenizer
+from ssl_jax.eval.baselines import unigram_mlm_loss
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
 from ssl_jax.tasks.base import Task
 
@@ -122,6 +123,7 @@ class BertPretrainTask(Task):
         self.eval_instances = pretraining.create_instances(
             self._tokenize(eval_docs), self.wordpiece, config.max_seq_len,
             data.short_seq_prob, self.nsp, np.random.default_rng(config.seed + 7))
+        self._eval_examples = None
         self.corpus = {"train": corpora.corpus_stats(train_docs),
                        "validation": corpora.corpus_stats(eval_docs)}
 
@@ -162,8 +164,11 @@ class BertPretrainTask(Task):
             process_index=process_index, process_count=process_count)
 
     def eval_examples(self):
-        return pretraining.eval_examples(self.eval_instances, self.spec, self.wordpiece,
-                                         self.config.max_seq_len, seed=self.config.seed + 11)
+        if self._eval_examples is None:  # masked once, with a fixed seed: every eval the same
+            self._eval_examples = pretraining.eval_examples(
+                self.eval_instances, self.spec, self.wordpiece, self.config.max_seq_len,
+                seed=self.config.seed + 11)
+        return self._eval_examples
 
     # --- loss and metrics ------------------------------------------------------------------
     def stats(self, params, batch, rng, *, train: bool):
@@ -178,4 +183,5 @@ class BertPretrainTask(Task):
                 "vocab_size": self.wordpiece.vocab_size,
                 "train_sequences": len(self.train_instances),
                 "eval_sequences": len(self.eval_instances),
-                "max_predictions_per_seq": self.spec.max_predictions}
+                "max_predictions_per_seq": self.spec.max_predictions,
+                "baselines": {"unigram MLM loss (held-out)": unigram_mlm_loss(self)}}

@@ -7,7 +7,8 @@ import os
 from ssl_jax.train.metrics import read_metrics
 
 
-def _plot(records: list[dict], keys: list[str], path: str, title: str) -> bool:
+def _plot(records: list[dict], keys: list[str], path: str, title: str,
+          baselines: dict[str, float] | None = None) -> bool:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -21,6 +22,10 @@ def _plot(records: list[dict], keys: list[str], path: str, title: str) -> bool:
         steps, values = zip(*points)
         ax.plot(steps, values, marker="o" if k.startswith("eval_") else None,
                 markersize=3, label=k)
+    for name, value in (baselines or {}).items():
+        ax.axhline(value, linestyle="--", color="gray", linewidth=1)
+        ax.annotate(name, (0, value), textcoords="offset points", xytext=(2, 2), fontsize=8,
+                    color="gray")
     ax.set_xlabel("step")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -41,7 +46,11 @@ def write_report(workdir: str, config, facts: dict, summary: dict) -> str:
              "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(summary.items())
               if isinstance(v, float)]
-    if _plot(records, loss_keys, os.path.join(workdir, "loss.png"), "loss"):
+    baselines = facts.get("baselines", {})
+    if baselines:
+        lines += ["", "Baselines (dashed in the plot): " + ", ".join(
+            f"{k} = {v:.4f}" for k, v in baselines.items())]
+    if _plot(records, loss_keys, os.path.join(workdir, "loss.png"), "loss", baselines):
         lines += ["", "## Loss", "", "![loss](loss.png)"]
     if _plot(records, acc_keys, os.path.join(workdir, "accuracy.png"), "accuracy"):
         lines += ["", "## Accuracy", "", "![accuracy](accuracy.png)"]
