@@ -16,6 +16,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ def parse(argv=None):
     p.add_argument("--vocab", type=int, default=30522)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (compile, caches)")
     p.add_argument("--peer", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
@@ -137,11 +138,13 @@ def run_ours(a) -> dict:
     for _ in range(a.warmup):
         state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
-    t = time.perf_counter()
+    times = []
     for _ in range(a.steps):
+        t = time.perf_counter()
         state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - t) / a.steps
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
     return {"system": "ssl_jax (JAX/Flax, jit)", "step_ms": 1000 * seconds,
             "tokens_per_s": a.batch * a.seq_len / seconds,
             "flops_per_step": train_flops_per_step(a, full_vocab_head=False),
@@ -183,10 +186,12 @@ def run_peer(a) -> dict:
 
     for _ in range(a.warmup):
         step()
-    t = time.perf_counter()
+    times = []
     for _ in range(a.steps):
+        t = time.perf_counter()
         loss = step()
-    seconds = (time.perf_counter() - t) / a.steps
+        times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
     return {"system": "HF transformers BertForPreTraining (PyTorch, eager)",
             "step_ms": 1000 * seconds, "tokens_per_s": a.batch * a.seq_len / seconds,
             "flops_per_step": train_flops_per_step(a, full_vocab_head=True),

@@ -121,14 +121,17 @@ class MlmHead(nn.Module):
     @nn.compact
     def __call__(self, x: Array, word_embedding: Array) -> Array:
         c = self.config
+        shape = x.shape  # [..., hidden], flattened for the dense (see MultiHeadAttention)
         x = nn.Dense(c.hidden_size, kernel_init=nn.initializers.truncated_normal(
-            c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype, name="transform")(x)
+            c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype, name="transform")(
+            x.reshape(-1, shape[-1]))
         x = get_activation(c.activation)(x)
         x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
                          name="ln")(x)
         bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.param_dtype)
-        logits = jnp.einsum("...h,vh->...v", x, word_embedding.astype(c.dtype))
-        return logits.astype(jnp.float32) + bias.astype(jnp.float32)  # [..., vocab]
+        logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype))
+        logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)
+        return logits.reshape(shape[:-1] + (c.vocab_size,))  # [..., vocab]
 
 
 class BertForPreTraining(nn.Module):

@@ -40,13 +40,15 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
-        hidden = x.shape[-1]  # x: [batch, seq, hidden]
+        shape, hidden = x.shape, x.shape[-1]  # x: [..., hidden]
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
                                   bias_init=nn.initializers.zeros)
-        h = dense(self.mlp_dim, kernel_init=self.kernel_init, name="fc_in")(x)  # [batch, seq, mlp]
+        # [tokens, hidden]: one contracting axis for the kernel gradients (fast on XLA:CPU)
+        h = dense(self.mlp_dim, kernel_init=self.kernel_init, name="fc_in")(
+            x.reshape(-1, hidden))  # [tokens, mlp]
         h = get_activation(self.activation)(h)
         h = dense(hidden, kernel_init=self.out_kernel_init or self.kernel_init, name="fc_out")(h)
-        return Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return Dropout(self.dropout_rate)(h.reshape(shape), deterministic=deterministic)
 
 
 class Block(nn.Module):
