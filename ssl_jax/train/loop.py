@@ -173,8 +173,7 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                                     tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
                     if is_ckpt:
                         checkpointer.save(step, parallel.get_state(state), iterator.get_state(),
-                                          {"eval_loss": eval_metrics["eval_loss"]}
-                                          if eval_metrics else None)
+                                          eval_metrics or None)
                     window_start, window_steps = time.perf_counter(), 0
                 bar.update(1)
                 if stopping:
@@ -190,6 +189,8 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                **{k: v for k, v in last.items() if k != "step"}}
     if ended == "completed" and jax.process_index() == 0:
         report.write_report(workdir, config, task.describe(), summary)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
+    path = os.path.join(workdir, "summary.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=2)
+    os.replace(path + ".tmp", path)
     return summary
