@@ -164,8 +164,8 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                                   steps_per_s=window_steps / elapsed)
                     eval_metrics = {}
                     if is_eval:
-                        eval_metrics = evaluate(task, parallel, eval_step,
-                                                parallel.params_for_eval(state),
+                        # state.params: replicated (jit) or one copy per device (pmap)
+                        eval_metrics = evaluate(task, parallel, eval_step, state.params,
                                                 config.batch_size, config.get("num_eval_batches"))
                         record.update(eval_metrics)
                     last = writer.write(step, record)

@@ -73,9 +73,6 @@ class Parallel:
         return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding),
                        out_shardings=self.replicated)
 
-    def params_for_eval(self, state):
-        return state.params  # replicated in both modes: pmap's copies stay per-device
-
 
 def _first(out):
     state, metrics = out
