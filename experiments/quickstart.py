@@ -10,7 +10,7 @@ def get_config():
     data.update(dict(vocab_size=8000, nsp=True, mask_rate=0.15, mask_token_prob=0.8,
                      random_token_prob=0.1, max_predictions_per_seq=None,
                      whole_word_masking=False, masking="dynamic", dupe_factor=2,
-                     short_seq_prob=0.1))
+                     short_seq_prob=0.1, random_next_prob=0.5))
     return common.training(
         task="bert_pretrain", model=common.bert_model("mini"), data=data,
         batch_size=32, max_seq_len=128, num_train_steps=300,

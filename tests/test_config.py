@@ -80,6 +80,7 @@ def _launch(capsys, workdir, *args):
     (["--config.model.num_heads=3"], "model.num_heads=3 does not divide model.hidden_size=128"),
     (["--config.max_seq_len=1024"], "max_seq_len=1024 exceeds the position table"),
     (["--config.data.mask_rate=0"], "data.mask_rate=0.0 must be in (0, 1)"),
+    (["--config.data.random_next_prob=1.5"], "data.random_next_prob=1.5 must be in [0, 1]"),
     (["--config.parallel=dp"], "config.parallel='dp'"),
     (["--config.batch_size=0"], "config.batch_size=0 must be a positive integer"),
     (["--config.data.corpus=files", "--config.data.files=/nonexistent/*.txt"],

@@ -100,3 +100,13 @@ def test_process_shards_are_disjoint_and_cover(tiny_task):
     global_ids = np.concatenate([full[i]["input_ids"] for i in range(3)])
     local_ids = np.concatenate([parts[p][i]["input_ids"] for i in range(3) for p in range(2)])
     assert sorted(map(tuple, global_ids)) == sorted(map(tuple, local_ids))
+
+
+def test_random_next_rate_is_a_config_field(tiny_task):
+    from ssl_jax.data.corpora import load_documents
+
+    docs = tiny_task._tokenize(load_documents(tiny_task.config.data, "train"))
+    instances = pretraining.create_instances(docs, tiny_task.wordpiece, 64, 0.1, True,
+                                             np.random.default_rng(5), random_next_prob=0.2)
+    labels = np.array([i.next_sentence_label for i in instances])
+    assert abs(labels.mean() - 0.2) < 0.04, labels.mean()

@@ -36,7 +36,8 @@ def get_config(arg: str | None = None):
     data.update(dict(nsp=bool(a["nsp"]), mask_rate=float(a["mask_rate"]),
                      mask_token_prob=mask_prob, random_token_prob=random_prob,
                      whole_word_masking=bool(a["wwm"]), masking=a["masking"],
-                     dupe_factor=int(a["dupe_factor"]), short_seq_prob=0.1))
+                     dupe_factor=int(a["dupe_factor"]), short_seq_prob=0.1,
+                     random_next_prob=0.5))
     data.max_predictions_per_seq = None  # ceil(mask_rate * max_seq_len)
     if a["files"]:
         data.files = a["files"]

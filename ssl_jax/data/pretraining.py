@@ -2,8 +2,8 @@
 
 Instances follow the BERT paper's recipe: sentences of a document are packed up to
 `max_seq_len` (a shorter target with probability `short_seq_prob`), cut at a random sentence
-boundary into A and B; with probability 1/2 B is replaced by a segment from a random other
-document (label 1 = "not next", as in the original code; 0 = "is next").
+boundary into A and B; with probability `random_next_prob` (1/2) B is replaced by a segment
+from a random other document (label 1 = "not next", as in the original code; 0 = "is next").
 Masking is static (each of `dupe_factor` copies masked once) or dynamic (re-masked every
 time an instance is drawn, i.e. every epoch, from a seed keyed by the global position).
 """
@@ -35,7 +35,8 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
 
 
 def create_instances(documents: list[list[np.ndarray]], wordpiece, max_seq_len: int,
-                     short_seq_prob: float, nsp: bool, rng: np.random.Generator) -> list[Instance]:
+                     short_seq_prob: float, nsp: bool, rng: np.random.Generator,
+                     random_next_prob: float = 0.5) -> list[Instance]:
     """documents: each a list of tokenised sentences. One pass over every document."""
     cls, sep = wordpiece.cls_id, wordpiece.sep_id
     max_tokens = max_seq_len - (3 if nsp else 2)
@@ -53,7 +54,8 @@ def create_instances(documents: list[list[np.ndarray]], wordpiece, max_seq_len: 
             if i == len(document) - 1 or length >= target:
                 if chunk:
                     instance, unused = _make_instance(chunk, documents, doc_index, target,
-                                                      max_tokens, nsp, cls, sep, rng)
+                                                      max_tokens, nsp, cls, sep, rng,
+                                                      random_next_prob)
                     i -= unused
                     if instance is not None:
                         instances.append(instance)
@@ -65,14 +67,15 @@ def create_instances(documents: list[list[np.ndarray]], wordpiece, max_seq_len: 
     return instances
 
 
-def _make_instance(chunk, documents, doc_index, target, max_tokens, nsp, cls, sep, rng):
+def _make_instance(chunk, documents, doc_index, target, max_tokens, nsp, cls, sep, rng,
+                   random_next_prob):
     if not nsp:
         a = [t for s in chunk for t in s.tolist()][:max_tokens]
         if not a:
             return None, 0
         tokens = [cls] + a + [sep]
         return Instance(np.asarray(tokens, np.int32), np.zeros(len(tokens), np.int32), 0), 0
-    is_random = rng.random() < 0.5  # the coin is tossed first, so the ratio stays 1/2
+    is_random = rng.random() < random_next_prob  # tossed first, so the ratio holds
     if len(chunk) >= 2:
         a_end = int(rng.integers(1, len(chunk)))
         a = [t for s in chunk[:a_end] for t in s.tolist()]

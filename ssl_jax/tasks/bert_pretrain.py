@@ -50,6 +50,9 @@ def check_sizes(config) -> None:
                          f"(model.max_position_embeddings={m.max_position_embeddings})")
     if config.max_seq_len < 8:
         raise ValueError(f"max_seq_len={config.max_seq_len} is too short (>= 8)")
+    if not 0.0 <= config.data.random_next_prob <= 1.0:
+        raise ValueError(f"data.random_next_prob={config.data.random_next_prob} must be in "
+                         f"[0, 1]")
     if not 0.0 <= config.data.short_seq_prob <= 1.0:
         raise ValueError(f"data.short_seq_prob={config.data.short_seq_prob} must be in [0, 1]")
     if config.data.masking not in ("static", "dynamic"):
@@ -117,12 +120,13 @@ class BertPretrainTask(Task):
         for _ in range(data.dupe_factor):
             self.train_instances += pretraining.create_instances(
                 train_tokens, self.wordpiece, config.max_seq_len, data.short_seq_prob,
-                self.nsp, rng)
+                self.nsp, rng, data.random_next_prob)
         if not self.train_instances:
             raise ValueError(f"corpus {data.corpus!r} yields no training sequence")
         self.eval_instances = pretraining.create_instances(
             self._tokenize(eval_docs), self.wordpiece, config.max_seq_len,
-            data.short_seq_prob, self.nsp, np.random.default_rng(config.seed + 7))
+            data.short_seq_prob, self.nsp, np.random.default_rng(config.seed + 7),
+            data.random_next_prob)
         self._eval_examples = None
         self.corpus = {"train": corpora.corpus_stats(train_docs),
                        "validation": corpora.corpus_stats(eval_docs)}
