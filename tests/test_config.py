@@ -7,7 +7,7 @@ import pytest
 import launch
 from ssl_jax import config as config_lib
 from ssl_jax.train.loop import train_and_evaluate
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "**", "*.py"),
                                       recursive=True)

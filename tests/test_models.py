@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssl_jax.models import attention, transformer
-from ssl_jax.models.bert import BertConfig, BertForPreTraining, gather_positions
+from ssl_jax.models.bert import BertConfig, BertForPreTraining
 from ssl_jax.models.dropout import keep_mask
 
 TINY = BertConfig(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,

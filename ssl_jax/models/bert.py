@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.attention import padding_mask
-from ssl_jax.models.transformer import Stack, get_activation
+from ssl_jax.models.transformer import TransformerConfig, get_activation
 
 Array = jax.Array
 
@@ -26,29 +25,11 @@ BERT_SIZES: dict[str, dict[str, int]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    mlp_dim: int = 3072
+class BertConfig(TransformerConfig):
+    """BERT-base defaults (erf GELU, LayerNorm eps 1e-12) plus the embedding tables."""
+
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
-    activation: str = "gelu"
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.1
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    scan_layers: bool = False
-    remat: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
-                             f"model.num_heads={self.num_heads}")
-        get_activation(self.activation)
 
 
 class BertEmbeddings(nn.Module):
@@ -85,15 +66,7 @@ class BertEncoder(nn.Module):
     def setup(self):
         c = self.config
         self.embeddings = BertEmbeddings(c, deterministic=self.deterministic)
-        self.stack = Stack(
-            num_layers=c.num_layers,
-            block=dict(num_heads=c.num_heads, mlp_dim=c.mlp_dim, pre_ln=False,
-                       activation=c.activation, dropout_rate=c.dropout_rate,
-                       attention_dropout_rate=c.attention_dropout_rate,
-                       layer_norm_eps=c.layer_norm_eps,
-                       kernel_init=nn.initializers.truncated_normal(c.initializer_range),
-                       dtype=c.dtype, param_dtype=c.param_dtype),
-            scan=c.scan_layers, remat=c.remat, deterministic=self.deterministic)
+        self.stack = c.stack(pre_ln=False, deterministic=self.deterministic)
         self.pooler = nn.Dense(c.hidden_size, kernel_init=nn.initializers.truncated_normal(
             c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype)
 

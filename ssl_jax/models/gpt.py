@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
-from ssl_jax.models.transformer import Stack, get_activation
+from ssl_jax.models.transformer import TransformerConfig
 
 Array = jax.Array
 
@@ -39,29 +38,14 @@ GPT_SIZES: dict[str, dict[str, int]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class GptConfig:
+class GptConfig(TransformerConfig):
+    """GPT-2 small defaults (tanh GELU, LayerNorm eps 1e-5, 50,257 BPE tokens)."""
+
     vocab_size: int = 50257
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    mlp_dim: int = 3072
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = 1e-5
     max_len: int = 1024
     pre_ln: bool = True  # False: GPT-1
-    activation: str = "gelu_tanh"
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.1
-    layer_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
-    scan_layers: bool = False
-    remat: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
-                             f"model.num_heads={self.num_heads}")
-        get_activation(self.activation)
 
 
 def causal_mask(seq_len: int) -> Array:
@@ -96,15 +80,8 @@ class GptLM(nn.Module):
         # GPT-2: residual projections scaled by 1/sqrt(2 * layers) at init.
         residual_init = (nn.initializers.truncated_normal(
             c.initializer_range / math.sqrt(2 * c.num_layers)) if c.pre_ln else init)
-        x = Stack(num_layers=c.num_layers,
-                  block=dict(num_heads=c.num_heads, mlp_dim=c.mlp_dim, pre_ln=c.pre_ln,
-                             activation=c.activation, dropout_rate=c.dropout_rate,
-                             attention_dropout_rate=c.attention_dropout_rate,
-                             layer_norm_eps=c.layer_norm_eps, kernel_init=init,
-                             out_kernel_init=residual_init, dtype=c.dtype,
-                             param_dtype=c.param_dtype),
-                  scan=c.scan_layers, remat=c.remat, deterministic=self.deterministic,
-                  name="stack")(x, attend)
+        x = c.stack(pre_ln=c.pre_ln, deterministic=self.deterministic,
+                    out_kernel_init=residual_init, name="stack")(x, attend)
         if c.pre_ln:
             x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype,
                              param_dtype=c.param_dtype, name="ln_final")(x)

@@ -1,6 +1,7 @@
 """The one transformer block (post-LN or pre-LN) and the layer stack every model uses."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -127,3 +128,43 @@ class Stack(nn.Module):
         for i in range(self.num_layers):
             x = layer(**self.block, deterministic=self.deterministic, name=f"layer_{i}")(x, mask)
         return x
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """The fields every model's stack shares; BertConfig and GptConfig extend it."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    activation: str = "gelu"
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    scan_layers: bool = False
+    remat: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
+                             f"model.num_heads={self.num_heads}")
+        get_activation(self.activation)
+
+    def stack(self, *, pre_ln: bool, deterministic: bool, out_kernel_init: Callable | None = None,
+              name: str | None = None) -> Stack:
+        """The model's layer Stack, configured from these fields."""
+        return Stack(
+            num_layers=self.num_layers,
+            block=dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, pre_ln=pre_ln,
+                       activation=self.activation, dropout_rate=self.dropout_rate,
+                       attention_dropout_rate=self.attention_dropout_rate,
+                       layer_norm_eps=self.layer_norm_eps,
+                       kernel_init=nn.initializers.truncated_normal(self.initializer_range),
+                       out_kernel_init=out_kernel_init, dtype=self.dtype,
+                       param_dtype=self.param_dtype),
+            scan=self.scan_layers, remat=self.remat, deterministic=deterministic, name=name)
