@@ -109,7 +109,7 @@ def run_ours(a) -> dict:
     import ml_collections
 
     from ssl_jax.models.bert import BertConfig, BertForPreTraining
-    from ssl_jax.tasks.bert_pretrain import pretraining_stats
+    from ssl_jax.tasks.bert_pretrain import model_inputs, pretraining_stats
     from ssl_jax.train.optim import make_optimizer
     from ssl_jax.train.step import TrainState, make_train_step
 
@@ -130,9 +130,8 @@ def run_ours(a) -> dict:
         decay="linear", b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, grad_clip_norm=1.0)))
     tx, schedule = make_optimizer(run)
     batch = jax.device_put(synthetic_batch(a))
-    params = BertForPreTraining(config).init(
-        jax.random.PRNGKey(0), batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-        batch["masked_positions"])["params"]
+    params = BertForPreTraining(config).init(jax.random.PRNGKey(0),
+                                             **model_inputs(batch))["params"]
     state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
     step = jax.jit(make_train_step(Synthetic, 0, schedule), donate_argnums=(0,))
     for _ in range(a.warmup):

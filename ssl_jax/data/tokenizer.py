@@ -115,28 +115,31 @@ def load_or_train(data_config, directory: str, texts_fn, corpus_id: str,
        ties in hash order, so two trainings can differ by a few tokens: the cache keeps every
        run on one corpus (sweep points, re-runs) on the very same vocabulary.
     """
+    lowercase = data_config.lowercase
+    kept = os.path.join(directory, "vocab.txt")
     if data_config.get("vocab_path"):
-        wordpiece = load_vocab(data_config.vocab_path, data_config.lowercase)
-    elif os.path.exists(os.path.join(directory, "vocab.txt")):
-        return load_vocab(os.path.join(directory, "vocab.txt"), data_config.lowercase)
+        wordpiece = load_vocab(data_config.vocab_path, lowercase)
+    elif os.path.exists(kept):
+        return load_vocab(kept, lowercase)
+    elif cache_root is None:
+        wordpiece = train_wordpiece(texts_fn(), data_config.vocab_size, lowercase)
     else:
-        key = hashlib.sha256(f"{corpus_id}|{data_config.vocab_size}|{data_config.lowercase}"
-                             .encode()).hexdigest()[:16]
-        cached = os.path.join(cache_root, "wordpiece", key) if cache_root else None
-        if cached and os.path.exists(os.path.join(cached, "vocab.txt")):
-            wordpiece = load_vocab(os.path.join(cached, "vocab.txt"), data_config.lowercase)
-        else:
-            wordpiece = train_wordpiece(texts_fn(), data_config.vocab_size,
-                                        data_config.lowercase)
-            if cached:
-                os.makedirs(os.path.dirname(cached), exist_ok=True)
-                tmp = tempfile.mkdtemp(prefix=".wordpiece-", dir=os.path.dirname(cached))
-                save(wordpiece, tmp)
-                try:
-                    os.rename(tmp, cached)  # atomic; a concurrent trainer may have won
-                except OSError:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    wordpiece = load_vocab(os.path.join(cached, "vocab.txt"),
-                                           data_config.lowercase)
+        key = hashlib.sha256(f"{corpus_id}|{data_config.vocab_size}|{lowercase}".encode())
+        cached = os.path.join(cache_root, "wordpiece", key.hexdigest()[:16])
+        if not os.path.exists(os.path.join(cached, "vocab.txt")):
+            _train_into(cached, texts_fn(), data_config.vocab_size, lowercase)
+        wordpiece = load_vocab(os.path.join(cached, "vocab.txt"), lowercase)
     save(wordpiece, directory)
     return wordpiece
+
+
+def _train_into(cached: str, texts, vocab_size: int, lowercase: bool) -> None:
+    """Trains and publishes `cached` atomically; a concurrent trainer that got there first
+    wins, and its vocabulary is the one every run then loads."""
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".wordpiece-", dir=os.path.dirname(cached))
+    save(train_wordpiece(texts, vocab_size, lowercase), tmp)
+    try:
+        os.rename(tmp, cached)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -32,7 +32,8 @@ GPT_SIZES: dict[str, dict[str, int]] = {
     "gpt3-xl": dict(num_layers=24, hidden_size=2048, num_heads=24, max_len=2048),
     "gpt3-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=32, max_len=2048),
     "gpt3-6.7b": dict(num_layers=32, hidden_size=4096, num_heads=32, max_len=2048),
-    "gpt3-13b": dict(num_layers=40, hidden_size=5140, num_heads=40, max_len=2048),
+    # Table 2.1 prints d_model 5140 with 40 heads of 128: the model is 40 x 128 = 5120 wide.
+    "gpt3-13b": dict(num_layers=40, hidden_size=5120, num_heads=40, max_len=2048),
     "gpt3-175b": dict(num_layers=96, hidden_size=12288, num_heads=96, max_len=2048),
 }
 
@@ -85,4 +86,6 @@ class GptLM(nn.Module):
         if c.pre_ln:
             x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype,
                              param_dtype=c.param_dtype, name="ln_final")(x)
-        return wte.attend(x).astype(jnp.float32)  # [batch, seq, vocab], tied to the embedding
+        # tied to the embedding; on [tokens, hidden] (see MultiHeadAttention)
+        logits = wte.attend(x.reshape(-1, c.hidden_size)).astype(jnp.float32)
+        return logits.reshape(input_ids.shape + (c.vocab_size,))  # [batch, seq, vocab]

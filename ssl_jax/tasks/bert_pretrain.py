@@ -62,13 +62,18 @@ def check_sizes(config) -> None:
     pretraining.masking_spec(config.data, config.max_seq_len)  # validates the rates
 
 
+def model_inputs(batch: dict) -> dict:
+    """The BertForPreTraining arguments in a pre-training batch."""
+    return {"input_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
+            "input_mask": batch["input_mask"], "masked_positions": batch["masked_positions"]}
+
+
 def pretraining_stats(model: BertForPreTraining, params, batch, rng, *, train: bool,
                       nsp: bool = True):
     """MLM loss/accuracy over the gathered masked positions (weighted by masked_weights) and
     NSP loss/accuracy (weighted by example_weight), each as (sum, count)."""
-    mlm_logits, nsp_logits = model.apply(
-        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-        batch["masked_positions"], rngs={"dropout": rng} if train else {})
+    mlm_logits, nsp_logits = model.apply({"params": params}, **model_inputs(batch),
+                                         rngs={"dropout": rng} if train else {})
     # mlm_logits [batch, P, vocab] float32; nsp_logits [batch, 2]
     weights = batch["masked_weights"]
     log_probs = jax.nn.log_softmax(mlm_logits, axis=-1)
@@ -156,8 +161,7 @@ class BertPretrainTask(Task):
                 "next_sentence_label": np.zeros((batch_size,), np.int32)}
 
     def model_inputs(self, batch: dict) -> dict:
-        return {"input_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
-                "input_mask": batch["input_mask"], "masked_positions": batch["masked_positions"]}
+        return model_inputs(batch)
 
     # --- data ------------------------------------------------------------------------------
     def train_dataset(self, process_index: int = 0, process_count: int = 1):

@@ -35,13 +35,8 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept step with the lowest `best_metric`, or None if none has metrics."""
-        scored = []
-        for step in self.all_steps():
-            metrics = self.manager.metrics(step)
-            if metrics and self.best_metric in metrics:
-                scored.append((float(metrics[self.best_metric]), step))
-        return min(scored)[1] if scored else None
+        """The kept step with the lowest `best_metric` (orbax's best_fn, best_mode="min")."""
+        return self.manager.best_step()
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
