@@ -1,12 +1,20 @@
-"""Training throughput: tokens/s, MFU against the measured matmul peak, peak memory.
+"""Throughput: tokens/s, MFU against the measured matmul peak, peak memory, vs HF transformers.
 
     python benchmarks/throughput.py --model bert --layers 4 --hidden 256 --heads 4 \
         --vocab 30522 --batch 32 --seq-len 128
+    python benchmarks/throughput.py --model gpt --layers 6 --hidden 384 --heads 6 \
+        --vocab 50257 --batch 16 --seq-len 256
+    python benchmarks/throughput.py --model gpt --layers 6 --hidden 384 --heads 6 \
+        --vocab 50257 --mode generate --batch 1 --prompt-len 32 --new-tokens 128
 
-Runs our jitted train step (AdamW, dropout 0.1, MLM gathered at ceil(0.15*seq) positions + NSP)
-and, when torch and transformers are installed, HF transformers' BertForPreTraining with
-torch.optim.AdamW at the same sizes and batch, each in its own process (so each peak RSS is
-its own). Prints a table, then as the last line one JSON object.
+--mode train times our jitted train step (AdamW, dropout 0.1; BERT: MLM gathered at
+ceil(0.15*seq) positions + NSP; GPT-2: next-token loss at every position) against HF
+transformers' BertForPreTraining / GPT2LMHeadModel with torch.optim.AdamW at the same sizes
+and batch. --mode generate (GPT) times greedy decoding of exactly --new-tokens tokens with a KV
+cache: ours (ssl_jax.eval.generation.generate_ids, one compiled while_loop) against HF
+`model.generate`. Each side runs in its own process (so each peak RSS is its own); the peer
+runs when torch and transformers are installed. Prints a table, then as the last line one
+JSON object.
 """
 from __future__ import annotations
 
@@ -22,43 +30,85 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPT2_CONTEXT = 1024  # GPT-2's n_positions
+# Our AdamW (ssl_jax.train.optim) and the peer's torch.optim.AdamW share these settings.
+OPTIMIZER = dict(name="adamw", learning_rate=1e-4, end_learning_rate=0.0, warmup_steps=0.1,
+                 decay="linear", b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
+                 grad_clip_norm=1.0)
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="bert", choices=["bert", "gpt"])
+    p.add_argument("--mode", default="train", choices=["train", "generate"],
+                   help="generate: greedy KV-cache decoding (--model gpt only)")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=30522)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps (compile, caches)")
+    p.add_argument("--seq-len", type=int, default=128, help="train: tokens per sequence")
+    p.add_argument("--prompt-len", type=int, default=32, help="generate: prompt tokens")
+    p.add_argument("--new-tokens", type=int, default=128, help="generate: tokens generated")
+    p.add_argument("--steps", type=int, default=10,
+                   help="timed train steps or generate calls (the median is reported)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps/calls (compile, caches); default 3 (train), 1 (generate)")
     p.add_argument("--peer", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.model == "gpt":
-        p.error("--model gpt: the GPT decoders are not implemented yet (GPT issue)")
-    if args.hidden % args.heads:
-        p.error(f"--heads {args.heads} does not divide --hidden {args.hidden}")
-    return args
+    a = p.parse_args(argv)
+    if a.mode == "generate" and a.model != "gpt":
+        p.error(f"--mode generate needs a decoder: use --model gpt, not --model {a.model}")
+    for name in ("layers", "hidden", "heads", "vocab", "batch", "steps", "prompt_len",
+                 "new_tokens"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(a, name)} must be >= 1")
+    if a.warmup is not None and a.warmup < 0:
+        p.error(f"--warmup {a.warmup} must be >= 0")
+    if a.hidden % a.heads:
+        p.error(f"--heads {a.heads} does not divide --hidden {a.hidden}")
+    if a.model == "gpt" and a.mode == "train" and a.seq_len < 2:
+        p.error(f"--seq-len {a.seq_len}: next-token prediction needs at least 2 tokens")
+    if a.model == "gpt" and a.mode == "generate" and a.prompt_len + a.new_tokens > GPT2_CONTEXT:
+        p.error(f"--prompt-len {a.prompt_len} + --new-tokens {a.new_tokens} exceeds GPT-2's "
+                f"context of {GPT2_CONTEXT} tokens")
+    if a.warmup is None:
+        a.warmup = 1 if a.mode == "generate" else 3
+    return a
 
 
 def predictions(seq_len: int) -> int:
     return math.ceil(0.15 * seq_len)
 
 
+def gpt_context(a) -> int:
+    return max(GPT2_CONTEXT, a.seq_len)
+
+
+def layer_matmul_params(a) -> int:
+    """Weights of one block's qkv + output projections and 4x MLP."""
+    return 4 * a.hidden * a.hidden + 2 * a.hidden * 4 * a.hidden
+
+
 def train_flops_per_step(a, *, full_vocab_head: bool) -> float:
-    """Matmul FLOPs of forward + backward (3x forward) for one batch."""
+    """Matmul FLOPs of forward + backward (3x forward) for one batch: 6 * N * tokens with the
+    tied embedding counted once (the logits matmul), plus attention's q.k and weights.v."""
     H, L, S, B, V = a.hidden, a.layers, a.seq_len, a.batch, a.vocab
-    per_token_layer = 2 * (4 * H * H + 2 * H * 4 * H)  # qkv+out projections, MLP
+    per_token_layer = 2 * layer_matmul_params(a)
     attention = 2 * 2 * S * H  # q.k and weights.v, per token per layer
-    head_positions = S if full_vocab_head else predictions(S)
-    head = 2 * head_positions * (H * H + H * V)  # transform + tied output, per sequence
+    if a.model == "gpt":  # logits at every position, no transform layer
+        head = 2 * S * H * V
+    else:
+        head_positions = S if full_vocab_head else predictions(S)
+        head = 2 * head_positions * (H * H + H * V)  # transform + tied output, per sequence
     forward = B * (S * L * (per_token_layer + attention) + head)
     return 3.0 * forward
+
+
+def generate_flops_per_token(a) -> float:
+    """2 * N matmul FLOPs per generated token (N: the layers' weights + the tied logits)."""
+    return 2.0 * (a.layers * layer_matmul_params(a) + a.hidden * a.vocab)
 
 
 def matmul_peak_flops(n: int = 2048, reps: int = 10) -> float:
@@ -86,10 +136,26 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def median_seconds(fn, warmup: int, repeats: int):
+    """Runs fn() warmup times untimed, then repeats times; (median seconds, last result).
+    fn must block until its work is done."""
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
 def synthetic_batch(a, seed=0):
     import numpy as np
     rng = np.random.default_rng(seed)
-    B, S, P = a.batch, a.seq_len, predictions(a.seq_len)
+    B, S = a.batch, a.seq_len
+    if a.model == "gpt":
+        return {"input_ids": rng.integers(0, a.vocab, (B, S)).astype(np.int32)}
+    P = predictions(S)
     segment = (np.arange(S) >= S // 2).astype(np.int32)
     return {
         "input_ids": rng.integers(5, a.vocab, (B, S)).astype(np.int32),
@@ -103,15 +169,24 @@ def synthetic_batch(a, seed=0):
     }
 
 
-def run_ours(a) -> dict:
-    sys.path.insert(0, ROOT)
-    import jax
-    import ml_collections
+def synthetic_prompts(a, seed=0):
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, a.vocab, (a.batch, a.prompt_len))
 
+
+# --- ours ------------------------------------------------------------------------------------
+def gpt_config(a):
+    from ssl_jax.models.gpt import GptConfig
+    return GptConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_layers=a.layers,
+                     num_heads=a.heads, mlp_dim=4 * a.hidden, max_len=gpt_context(a),
+                     pre_ln=True, dropout_rate=0.1, attention_dropout_rate=0.1)
+
+
+def _bert_task(a, batch):
+    """(task for make_train_step, initial params) for BERT pre-training on `batch`."""
     from ssl_jax.models.bert import BertConfig, BertForPreTraining
     from ssl_jax.tasks.bert_pretrain import model_inputs, pretraining_stats
-    from ssl_jax.train.optim import make_optimizer
-    from ssl_jax.train.step import TrainState, make_train_step
+    import jax
 
     config = BertConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_layers=a.layers,
                         num_heads=a.heads, mlp_dim=4 * a.hidden,
@@ -125,47 +200,100 @@ def run_ours(a) -> dict:
         def stats(params, batch, rng, *, train):
             return pretraining_stats(model, params, batch, rng, train=train)
 
-    run = ml_collections.ConfigDict(dict(num_train_steps=1000, optimizer=dict(
-        name="adamw", learning_rate=1e-4, end_learning_rate=0.0, warmup_steps=0.1,
-        decay="linear", b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, grad_clip_norm=1.0)))
-    tx, schedule = make_optimizer(run)
-    batch = jax.device_put(synthetic_batch(a))
     params = BertForPreTraining(config).init(jax.random.PRNGKey(0),
                                              **model_inputs(batch))["params"]
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-    step = jax.jit(make_train_step(Synthetic, 0, schedule), donate_argnums=(0,))
-    for _ in range(a.warmup):
+    return Synthetic, params
+
+
+def _gpt_task(a, batch):
+    """(task, initial params) for GPT-2 causal LM: positions 0..s-2 predict tokens 1..s-1
+    (what HF's GPT2LMHeadModel does with labels=input_ids)."""
+    import jax
+    import jax.numpy as jnp
+    from ssl_jax.models.gpt import GptLM
+
+    config = gpt_config(a)
+    model = GptLM(config, deterministic=False)
+
+    class Synthetic:
+        loss_terms = ("lm_loss",)
+
+        @staticmethod
+        def stats(params, batch, rng, *, train):
+            ids = batch["input_ids"]
+            logits = model.apply({"params": params}, ids, rngs={"dropout": rng})
+            logits, targets = logits[:, :-1], ids[:, 1:]  # [batch, seq-1, vocab] float32
+            nll = (jax.nn.logsumexp(logits, axis=-1)
+                   - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0])
+            return {"lm_loss": (jnp.sum(nll), jnp.asarray(nll.size, jnp.float32))}
+
+    params = GptLM(config).init(jax.random.PRNGKey(0), batch["input_ids"])["params"]
+    return Synthetic, params
+
+
+def run_ours_train(a) -> dict:
+    import jax
+    import ml_collections
+
+    from ssl_jax.train.optim import make_optimizer
+    from ssl_jax.train.step import TrainState, make_train_step
+
+    batch = jax.device_put(synthetic_batch(a))
+    task, params = (_gpt_task if a.model == "gpt" else _bert_task)(a, batch)
+    run = ml_collections.ConfigDict(dict(num_train_steps=1000, optimizer=OPTIMIZER))
+    tx, schedule = make_optimizer(run)
+    state = TrainState.create(apply_fn=None, params=params, tx=tx)
+    step = jax.jit(make_train_step(task, 0, schedule), donate_argnums=(0,))
+
+    def one_step():
+        nonlocal state
         state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(a.steps):
-        t = time.perf_counter()
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t)
-    seconds = statistics.median(times)
-    return {"system": "ssl_jax (JAX/Flax, jit)", "step_ms": 1000 * seconds,
-            "tokens_per_s": a.batch * a.seq_len / seconds,
+        return jax.block_until_ready(metrics)
+
+    seconds, metrics = median_seconds(one_step, a.warmup, a.steps)
+    return {"step_ms": 1000 * seconds, "tokens_per_s": a.batch * a.seq_len / seconds,
             "flops_per_step": train_flops_per_step(a, full_vocab_head=False),
-            "peak_memory_mb": peak_memory_mb(), "loss": float(metrics["loss"]),
-            "device": str(jax.devices()[0].platform), "jax": jax.__version__}
+            "peak_memory_mb": peak_memory_mb(), "loss": float(metrics["loss"])}
 
 
-def run_peer(a) -> dict:
+def run_ours_generate(a) -> dict:
+    import jax
+    from ssl_jax.eval.generation import generate_ids
+    from ssl_jax.models.gpt import GptLM
+
+    config = gpt_config(a)
+    prompts = synthetic_prompts(a).tolist()
+    params = GptLM(config).init(jax.random.PRNGKey(0), jax.numpy.asarray(prompts))["params"]
+
+    def generate():
+        return generate_ids(config, params, prompts, max_new_tokens=a.new_tokens,
+                            sampling=None, stop_id=None)  # returns host lists: blocks
+
+    seconds, out = median_seconds(generate, max(a.warmup, 1), a.steps)
+    generated = sorted({len(row) for row in out})
+    if len(out) != a.batch or generated != [a.new_tokens]:
+        raise RuntimeError(f"ours generated {generated} tokens per row, not {a.new_tokens}")
+    return {"seconds": seconds, "peak_memory_mb": peak_memory_mb()}
+
+
+def run_ours(a) -> dict:
+    sys.path.insert(0, ROOT)
+    import jax
+
+    r = run_ours_generate(a) if a.mode == "generate" else run_ours_train(a)
+    r.update(system="ssl_jax (JAX/Flax, jit)", device=str(jax.devices()[0].platform),
+             jax=jax.__version__)
+    return r
+
+
+# --- peer ------------------------------------------------------------------------------------
+def _peer_bert(a, torch, transformers):
+    """(model, forward kwargs) for BertForPreTraining on our batch."""
     import numpy as np
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count())
     config = transformers.BertConfig(
         vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=a.layers,
         num_attention_heads=a.heads, intermediate_size=4 * a.hidden,
         max_position_embeddings=max(512, a.seq_len))
-    model = transformers.BertForPreTraining(config)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6,
-                            weight_decay=0.01)
     b = synthetic_batch(a)
     labels = np.full((a.batch, a.seq_len), -100, np.int64)
     np.put_along_axis(labels, b["masked_positions"], b["masked_ids"], 1)
@@ -174,37 +302,93 @@ def run_peer(a) -> dict:
                   attention_mask=torch.tensor(b["input_mask"], dtype=torch.long),
                   labels=torch.tensor(labels),
                   next_sentence_label=torch.tensor(b["next_sentence_label"], dtype=torch.long))
+    return transformers.BertForPreTraining(config), inputs
+
+
+def _peer_gpt_model(a, transformers):
+    config = transformers.GPT2Config(
+        vocab_size=a.vocab, n_positions=gpt_context(a), n_embd=a.hidden, n_layer=a.layers,
+        n_head=a.heads, n_inner=4 * a.hidden, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def run_peer_train(a, torch, transformers) -> dict:
+    if a.model == "gpt":
+        model = _peer_gpt_model(a, transformers)
+        ids = torch.tensor(synthetic_batch(a)["input_ids"], dtype=torch.long)
+        inputs = dict(input_ids=ids, labels=ids)  # HF shifts the labels internally
+    else:
+        model, inputs = _peer_bert(a, torch, transformers)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=OPTIMIZER["learning_rate"],
+                            betas=(OPTIMIZER["b1"], OPTIMIZER["b2"]), eps=OPTIMIZER["eps"],
+                            weight_decay=OPTIMIZER["weight_decay"])
 
     def step():
         loss = model(**inputs).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIMIZER["grad_clip_norm"])
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(a.warmup):
-        step()
-    times = []
-    for _ in range(a.steps):
-        t = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t)
-    seconds = statistics.median(times)
-    return {"system": "HF transformers BertForPreTraining (PyTorch, eager)",
-            "step_ms": 1000 * seconds, "tokens_per_s": a.batch * a.seq_len / seconds,
+    seconds, loss = median_seconds(step, a.warmup, a.steps)
+    return {"model_class": type(model).__name__, "step_ms": 1000 * seconds,
+            "tokens_per_s": a.batch * a.seq_len / seconds,
             "flops_per_step": train_flops_per_step(a, full_vocab_head=True),
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "loss": float(loss), "device": "cpu", "torch": torch.__version__,
-            "transformers": transformers.__version__}
+            "loss": float(loss)}
 
 
+def run_peer_generate(a, torch, transformers) -> dict:
+    model = _peer_gpt_model(a, transformers)
+    model.eval()
+    ids = torch.tensor(synthetic_prompts(a), dtype=torch.long)
+    mask = torch.ones_like(ids)
+
+    def generate():
+        with torch.no_grad():
+            return model.generate(ids, attention_mask=mask, max_new_tokens=a.new_tokens,
+                                  min_new_tokens=a.new_tokens, do_sample=False, use_cache=True,
+                                  pad_token_id=0)
+
+    seconds, out = median_seconds(generate, max(a.warmup, 1), a.steps)
+    if tuple(out.shape) != (a.batch, a.prompt_len + a.new_tokens):
+        raise RuntimeError(f"peer returned {tuple(out.shape)}, expected "
+                           f"{(a.batch, a.prompt_len + a.new_tokens)}")
+    return {"model_class": type(model).__name__, "seconds": seconds}
+
+
+def run_peer(a) -> dict:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count())
+    r = (run_peer_generate if a.mode == "generate" else run_peer_train)(a, torch, transformers)
+    r.update(system=f"HF transformers {r.pop('model_class')} (PyTorch, eager)",
+             peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             device="cpu", torch=torch.__version__, transformers=transformers.__version__)
+    return r
+
+
+# --- driver ----------------------------------------------------------------------------------
 def _worker(kind: str, argv: list[str]) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--worker", kind],
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _finish(a, r: dict, peak: float) -> None:
+    """Adds the per-mode derived columns: tokens/s, time column, MFU."""
+    if a.mode == "generate":
+        new = a.batch * a.new_tokens
+        r["tokens_per_s"] = new / r["seconds"]
+        r["ms_per_token"] = 1000 * r["seconds"] / a.new_tokens  # per decoding step (all rows)
+        r["mfu"] = generate_flops_per_token(a) * new / r["seconds"] / peak
+    else:
+        r["mfu"] = r["flops_per_step"] / (r["step_ms"] / 1000) / peak
 
 
 def main(argv=None) -> int:
@@ -222,27 +406,38 @@ def main(argv=None) -> int:
     if a.peer != "off" and have_peer:
         rows.append(_worker("peer", argv))
     for r in rows:
-        r["mfu"] = r["flops_per_step"] / (r["step_ms"] / 1000) / peak
-    print(f"model bert L{a.layers}/H{a.hidden}/A{a.heads} vocab {a.vocab} batch {a.batch} "
-          f"seq {a.seq_len}; measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s, "
-          f"{os.cpu_count()} CPUs\n")
-    print("| system | tokens/s | step ms | MFU | peak memory MB |")
+        _finish(a, r, peak)
+    generate = a.mode == "generate"
+    shape = (f"batch {a.batch} prompt {a.prompt_len} + {a.new_tokens} new tokens (greedy, "
+             f"KV cache)" if generate else f"batch {a.batch} seq {a.seq_len}")
+    print(f"{a.mode} {a.model} L{a.layers}/H{a.hidden}/A{a.heads} vocab {a.vocab} {shape}; "
+          f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s, {os.cpu_count()} CPUs\n")
+    time_column = "ms/token" if generate else "step ms"
+    print(f"| system | {'new ' if generate else ''}tokens/s | {time_column} | MFU | "
+          "peak memory MB |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['system']} | {r['tokens_per_s']:.0f} | {r['step_ms']:.1f} | "
+        ms = r["ms_per_token"] if generate else r["step_ms"]
+        print(f"| {r['system']} | {r['tokens_per_s']:.0f} | {ms:.1f} | "
               f"{100 * r['mfu']:.1f}% | {r['peak_memory_mb']:.0f} |")
     ours = rows[0]
-    result = {"model": a.model, "layers": a.layers, "hidden": a.hidden, "heads": a.heads,
-              "vocab": a.vocab, "batch": a.batch, "seq_len": a.seq_len,
-              "tokens_per_s": ours["tokens_per_s"], "mfu": ours["mfu"],
-              "peak_memory_mb": ours["peak_memory_mb"], "matmul_peak_flops": peak,
-              "step_ms": ours["step_ms"], "device": ours["device"]}
+    result = {"model": a.model, "mode": a.mode, "layers": a.layers, "hidden": a.hidden,
+              "heads": a.heads, "vocab": a.vocab, "batch": a.batch}
+    result.update({"prompt_len": a.prompt_len, "new_tokens": a.new_tokens,
+                   "ms_per_token": ours["ms_per_token"]} if generate else
+                  {"seq_len": a.seq_len, "step_ms": ours["step_ms"]})
+    result.update({"tokens_per_s": ours["tokens_per_s"], "mfu": ours["mfu"],
+                   "peak_memory_mb": ours["peak_memory_mb"], "matmul_peak_flops": peak,
+                   "device": ours["device"]})
     if len(rows) > 1:
         peer = rows[1]
-        result["peer"] = {k: peer[k] for k in ("system", "tokens_per_s", "mfu",
-                                               "peak_memory_mb", "step_ms")}
-        result["speedup_vs_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"]
-        print(f"\nspeed-up vs peer: {result['speedup_vs_peer']:.2f}x tokens/s")
+        result["peer"] = {k: peer[k] for k in ("system", "tokens_per_s", "mfu", "peak_memory_mb",
+                                               "ms_per_token" if generate else "step_ms")}
+        result["peer_tokens_per_s"] = peer["tokens_per_s"]
+        result["speedup"] = result["speedup_vs_peer"] = (ours["tokens_per_s"]
+                                                         / peer["tokens_per_s"])
+        print(f"\nspeed-up vs peer (ours/peer): {result['speedup']:.2f}x "
+              f"{'new ' if generate else ''}tokens/s")
     print(json.dumps(result))
     return 0
 

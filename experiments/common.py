@@ -6,6 +6,7 @@ import ast
 import ml_collections
 
 from ssl_jax.models.bert import BERT_SIZES
+from ssl_jax.models.gpt import GPT_SIZES
 
 
 def parse_arg(arg: str | None, defaults: dict) -> dict:
@@ -35,6 +36,20 @@ def bert_model(variant: str) -> ml_collections.ConfigDict:
         variant=variant, **size, mlp_dim=4 * size["hidden_size"], vocab_size=None,
         max_position_embeddings=512, type_vocab_size=2, activation="gelu",
         dropout_rate=0.1, attention_dropout_rate=0.1, layer_norm_eps=1e-12,
+        initializer_range=0.02, scan_layers=False, remat=False,
+        dtype="float32", param_dtype="float32"))
+
+
+def gpt_model(variant: str) -> ml_collections.ConfigDict:
+    """GPT-1 is post-LN with a 512 context; GPT-2/3 (and the CPU sizes) pre-LN."""
+    if variant not in GPT_SIZES:
+        raise ValueError(f"unknown GPT variant {variant!r}; expected one of {list(GPT_SIZES)}")
+    size = GPT_SIZES[variant]
+    return ml_collections.ConfigDict(dict(
+        variant=variant, **size, mlp_dim=4 * size["hidden_size"], vocab_size=None,
+        pre_ln=variant != "gpt1", sparse_attention=False, attention_window=256,
+        activation="gelu_tanh" if variant != "gpt1" else "gelu",
+        dropout_rate=0.1, attention_dropout_rate=0.1, layer_norm_eps=1e-5,
         initializer_range=0.02, scan_layers=False, remat=False,
         dtype="float32", param_dtype="float32"))
 

