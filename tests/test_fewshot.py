@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ssl_jax import config as config_lib
-from ssl_jax.eval import fewshot
+from ssl_jax.eval import fewshot, fewshot_tasks
 
 ARITHMETIC_RE = re.compile(r"Q: What is (\d+) (plus|minus|times) (\d+)\?\nA:$")
 COMPOSITE_RE = re.compile(r"Q: What is (\d)([+*-])\((\d)([+*-])(\d)\)\?\nA:$")
@@ -70,9 +70,9 @@ class KnowingLM:
 
 # ----------------------------------------------------------------------------- arithmetic
 
-@pytest.mark.parametrize("name", fewshot.ARITHMETIC_TASKS)
+@pytest.mark.parametrize("name", fewshot_tasks.ARITHMETIC_TASKS)
 def test_arithmetic_answers_are_correct(name):
-    examples = fewshot.arithmetic_examples(name, (3, 0), 500)
+    examples = fewshot_tasks.arithmetic_examples(name, (3, 0), 500)
     assert len(examples) == 500
     for e in examples:
         assert e["answer"] == f" {reference_value(e['context'])}"
@@ -83,7 +83,7 @@ def test_arithmetic_answers_are_correct(name):
 def test_arithmetic_operand_digits(digits):
     operands = []
     for op in "+-":
-        for e in fewshot.arithmetic_examples(f"arithmetic_{digits}d{op}", (1, 0), 1000):
+        for e in fewshot_tasks.arithmetic_examples(f"arithmetic_{digits}d{op}", (1, 0), 1000):
             a, _, b = ARITHMETIC_RE.search(e["context"]).groups()
             operands += [int(a), int(b)]
     operands = np.array(operands)
@@ -94,89 +94,89 @@ def test_arithmetic_operand_digits(digits):
 
 
 def test_arithmetic_multiplication_and_composite_format():
-    for e in fewshot.arithmetic_examples("arithmetic_2dx", (0, 0), 300):
+    for e in fewshot_tasks.arithmetic_examples("arithmetic_2dx", (0, 0), 300):
         a, word, b = ARITHMETIC_RE.search(e["context"]).groups()
         assert word == "times" and int(a) < 100 and int(b) < 100
         assert e["answer"] == f" {int(a) * int(b)}"
     ops = set()
-    for e in fewshot.arithmetic_examples("arithmetic_1dc", (0, 0), 300):
+    for e in fewshot_tasks.arithmetic_examples("arithmetic_1dc", (0, 0), 300):
         groups = COMPOSITE_RE.search(e["context"]).groups()
         ops |= {groups[1], groups[3]}
     assert ops == {"+", "-", "*"}
-    assert fewshot.arithmetic_examples("arithmetic_2d-", 0, 1)[0]["context"].count("minus") == 1
+    assert fewshot_tasks.arithmetic_examples("arithmetic_2d-", 0, 1)[0]["context"].count("minus") == 1
 
 
 def test_arithmetic_streams_are_disjoint_and_reproducible():
-    test = fewshot.arithmetic_examples("arithmetic_5d+", (0, fewshot.TEST_STREAM), 200)
-    demos = fewshot.arithmetic_examples("arithmetic_5d+", (0, fewshot.DEMO_STREAM), 200)
-    other_seed = fewshot.arithmetic_examples("arithmetic_5d+", (1, fewshot.TEST_STREAM), 200)
+    test = fewshot_tasks.arithmetic_examples("arithmetic_5d+", (0, fewshot_tasks.TEST_STREAM), 200)
+    demos = fewshot_tasks.arithmetic_examples("arithmetic_5d+", (0, fewshot_tasks.DEMO_STREAM), 200)
+    other_seed = fewshot_tasks.arithmetic_examples("arithmetic_5d+", (1, fewshot_tasks.TEST_STREAM), 200)
     contexts = lambda examples: {e["context"] for e in examples}
     assert not contexts(test) & contexts(demos)
     assert not contexts(test) & contexts(other_seed)
-    assert test == fewshot.arithmetic_examples("arithmetic_5d+", (0, fewshot.TEST_STREAM), 200)
-    task = fewshot.load_task("arithmetic_5d-", 50, seed=4)
+    assert test == fewshot_tasks.arithmetic_examples("arithmetic_5d+", (0, fewshot_tasks.TEST_STREAM), 200)
+    task = fewshot_tasks.load_task("arithmetic_5d-", 50, seed=4)
     assert not contexts(task.examples) & contexts(task.demonstrations)
-    assert len(task.demonstrations) == fewshot.DEMO_POOL_SIZE
+    assert len(task.demonstrations) == fewshot_tasks.DEMO_POOL_SIZE
 
 
 # ----------------------------------------------------------------------------- scrambling
 
 def test_scramble_hand_cases():
     rng = np.random.default_rng(0)
-    assert fewshot.reverse_word("objects") == "stcejbo"
-    assert fewshot.shuffle_inner("abcd", 1, rng) == "acbd"     # the only other inner order
-    assert fewshot.shuffle_inner("abcdef", 2, rng) == "abdcef"
-    assert fewshot.cycle_letters("ab", rng) == "ba"
-    assert fewshot.cycle_letters("abab", rng) == "baba"        # rotation by 2 is the word
-    inserted = fewshot.random_insertion("ab", rng)
-    assert inserted[0] + inserted[2] == "ab" and inserted[1] in fewshot.INSERTION_CHARS
-    assert fewshot.shuffle_inner("noon", 1, rng) == "noon"     # impossible: returned as is
-    assert not fewshot.scramble_possible("a1", "noon")
-    assert not fewshot.scramble_possible("rw", "level")
-    assert not fewshot.scramble_possible("a2", "abcd")
-    assert fewshot.scramble_possible("cl", "abab")
+    assert fewshot_tasks.reverse_word("objects") == "stcejbo"
+    assert fewshot_tasks.shuffle_inner("abcd", 1, rng) == "acbd"     # the only other inner order
+    assert fewshot_tasks.shuffle_inner("abcdef", 2, rng) == "abdcef"
+    assert fewshot_tasks.cycle_letters("ab", rng) == "ba"
+    assert fewshot_tasks.cycle_letters("abab", rng) == "baba"        # rotation by 2 is the word
+    inserted = fewshot_tasks.random_insertion("ab", rng)
+    assert inserted[0] + inserted[2] == "ab" and inserted[1] in fewshot_tasks.INSERTION_CHARS
+    assert fewshot_tasks.shuffle_inner("noon", 1, rng) == "noon"     # impossible: returned as is
+    assert not fewshot_tasks.scramble_possible("a1", "noon")
+    assert not fewshot_tasks.scramble_possible("rw", "level")
+    assert not fewshot_tasks.scramble_possible("a2", "abcd")
+    assert fewshot_tasks.scramble_possible("cl", "abab")
 
 
 def test_scramble_properties():
     rng = np.random.default_rng(1)
     for word in WORDS:
         for _ in range(20):
-            a1 = fewshot.SCRAMBLERS["a1"](word, rng)
+            a1 = fewshot_tasks.SCRAMBLERS["a1"](word, rng)
             assert a1 != word and sorted(a1) == sorted(word)
             assert a1[0] == word[0] and a1[-1] == word[-1]
-            a2 = fewshot.SCRAMBLERS["a2"](word, rng)
+            a2 = fewshot_tasks.SCRAMBLERS["a2"](word, rng)
             assert a2 != word and sorted(a2) == sorted(word)
             assert a2[:2] == word[:2] and a2[-2:] == word[-2:]
-            cl = fewshot.SCRAMBLERS["cl"](word, rng)
+            cl = fewshot_tasks.SCRAMBLERS["cl"](word, rng)
             assert cl != word and cl in word + word and len(cl) == len(word)
-            ri = fewshot.SCRAMBLERS["ri"](word, rng)
+            ri = fewshot_tasks.SCRAMBLERS["ri"](word, rng)
             assert ri[::2] == word and len(ri) == 2 * len(word) - 1
-            assert all(c in fewshot.INSERTION_CHARS for c in ri[1::2])
+            assert all(c in fewshot_tasks.INSERTION_CHARS for c in ri[1::2])
             assert "".join(c for c in ri if c.isalpha()) == word
-            assert fewshot.SCRAMBLERS["rw"](word, rng) == word[::-1]
+            assert fewshot_tasks.SCRAMBLERS["rw"](word, rng) == word[::-1]
 
 
 def test_scramble_examples_format_and_word_choice():
-    examples = fewshot.scramble_examples("rw", ["level", "abcd"], 0, 20)
+    examples = fewshot_tasks.scramble_examples("rw", ["level", "abcd"], 0, 20)
     assert {e["answer"] for e in examples} == {" abcd"}        # the palindrome is skipped
     assert examples[0]["context"] == ("Please unscramble the letters into a word, and write "
                                       "that word:\ndcba =")
     with pytest.raises(ValueError, match="none of the 2 words"):
-        fewshot.scramble_examples("a1", ["noon", "aaaa"], 0, 5)
+        fewshot_tasks.scramble_examples("a1", ["noon", "aaaa"], 0, 5)
     with pytest.raises(ValueError, match="word \"dog's\" is not purely alphabetic"):
-        fewshot.scramble_examples("cl", ["dog's"], 0, 5)
+        fewshot_tasks.scramble_examples("cl", ["dog's"], 0, 5)
     with pytest.raises(ValueError, match="needs a word list"):
-        fewshot.load_task("cl", 5, 0)
+        fewshot_tasks.load_task("cl", 5, 0)
 
 
 def test_word_list():
     texts = ["apple apple banana Cherry dog's zebra-like apple. abc",
              "(banana) kiwi1 apple mango grape extraordinarilyyy"]
-    assert fewshot.word_list(texts) == ["apple", "banana", "grape", "mango"]
-    assert fewshot.word_list(texts, n=1) == ["apple"]
-    assert fewshot.word_list(texts, min_len=3, max_len=5) == ["apple", "abc", "grape", "mango"]
+    assert fewshot_tasks.word_list(texts) == ["apple", "banana", "grape", "mango"]
+    assert fewshot_tasks.word_list(texts, n=1) == ["apple"]
+    assert fewshot_tasks.word_list(texts, min_len=3, max_len=5) == ["apple", "abc", "grape", "mango"]
     with pytest.raises(ValueError, match="min_len=5, max_len=4"):
-        fewshot.word_list(texts, min_len=5, max_len=4)
+        fewshot_tasks.word_list(texts, min_len=5, max_len=4)
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -242,7 +242,7 @@ def test_read_jsonl_errors(tmp_path):
     mc = {"context": "q", "choices": ["a", "b"], "label": 1}
     ff = {"context": "q", "answer": " a"}
     good = write_jsonl(tmp_path / "good.jsonl", [mc, "", mc])
-    assert fewshot.read_jsonl(good) == (fewshot.MULTIPLE_CHOICE, [mc, mc])
+    assert fewshot_tasks.read_jsonl(good) == (fewshot_tasks.MULTIPLE_CHOICE, [mc, mc])
     cases = [([mc, "{not json"], r"bad.jsonl line 2: not valid JSON"),
              ([mc, ff], r"bad.jsonl line 2: a free_form example, but line 1 is multiple_choice"),
              ([dict(mc, label=2)], r"bad.jsonl line 1: label 2 out of range for 2 choices"),
@@ -255,21 +255,21 @@ def test_read_jsonl_errors(tmp_path):
              (["[1, 2]"], r"line 1: expected a JSON object, got list")]
     for lines, message in cases:
         with pytest.raises(ValueError, match=message):
-            fewshot.read_jsonl(write_jsonl(tmp_path / "bad.jsonl", lines))
+            fewshot_tasks.read_jsonl(write_jsonl(tmp_path / "bad.jsonl", lines))
     with pytest.raises(ValueError, match="has no examples"):
-        fewshot.read_jsonl(write_jsonl(tmp_path / "empty.jsonl", [""]))
+        fewshot_tasks.read_jsonl(write_jsonl(tmp_path / "empty.jsonl", [""]))
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        fewshot.load_task(str(tmp_path / "missing.jsonl"), 5, 0)
+        fewshot_tasks.load_task(str(tmp_path / "missing.jsonl"), 5, 0)
     demos = write_jsonl(tmp_path / "demos.jsonl", [ff])
     with pytest.raises(ValueError, match="demos.jsonl' are free_form but the test file"):
-        fewshot.load_task(f"{good}:{demos}", 5, 0)
+        fewshot_tasks.load_task(f"{good}:{demos}", 5, 0)
     with pytest.raises(ValueError, match="unknown task 'arithmetic_2D'.*did you mean"):
-        fewshot.load_task("arithmetic_2D", 5, 0)
+        fewshot_tasks.load_task("arithmetic_2D", 5, 0)
 
 
 def test_demonstrations_exclude_the_test_item(tmp_path):
     lines = [{"context": f"q{i % 4}:", "answer": f" {i}"} for i in range(8)]  # contexts twice
-    task = fewshot.load_task(write_jsonl(tmp_path / "t.jsonl", lines), 3, 0)
+    task = fewshot_tasks.load_task(write_jsonl(tmp_path / "t.jsonl", lines), 3, 0)
     assert len(task.examples) == 3 and len(task.demonstrations) == 8
     chosen = fewshot.choose_demonstrations(task, 6, np.random.default_rng(0))
     for example, demos in zip(task.examples, chosen):
@@ -277,7 +277,7 @@ def test_demonstrations_exclude_the_test_item(tmp_path):
         assert len({id(d) for d in demos}) == 6
     short = fewshot.choose_demonstrations(task, 50, np.random.default_rng(0))
     assert [len(d) for d in short] == [6, 6, 6]  # all of the pool but the test item's twins
-    task = fewshot.load_task("a1", 30, 0, words=WORDS[:3])
+    task = fewshot_tasks.load_task("a1", 30, 0, words=WORDS[:3])
     for example, demos in zip(task.examples,
                               fewshot.choose_demonstrations(task, 5, np.random.default_rng(0))):
         assert example["answer"] not in {d["answer"] for d in demos}  # no word shown twice
@@ -287,10 +287,10 @@ def test_demonstrations_exclude_the_test_item(tmp_path):
 
 def test_evaluate_all_synthetic_tasks_exact_match():
     lm = KnowingLM(padding=" ")  # within the 2-token margin
-    rows = fewshot.evaluate_many(lm, fewshot.ARITHMETIC_TASKS + fewshot.SCRAMBLE_TASKS,
+    rows = fewshot.evaluate_many(lm, fewshot_tasks.ARITHMETIC_TASKS + fewshot_tasks.SCRAMBLE_TASKS,
                                  [0, 1, 3], num_examples=20, seed=0, words=WORDS)
     for row in rows:
-        assert row["kind"] == fewshot.FREE_FORM and row["num_examples"] == 20
+        assert row["kind"] == fewshot_tasks.FREE_FORM and row["num_examples"] == 20
         for k, result in zip([0, 1, 3], row["results"]):
             assert result == {"shots": k, "exact_match": 1.0, "scored": 20, "too_long": 0,
                               "mean_shots": float(k), "reduced": 0}, row["task"]
@@ -323,7 +323,7 @@ def test_evaluate_multiple_choice(tmp_path):
     # " A" wins per token (-1.0 vs -2.5) but loses on the sum to " B" (-3.0 vs -2.5)
     lm = KnowingLM(choice_scores={" A": (-3.0, 3), " B": (-2.5, 1), " C": (-5.0, 1)})
     row = fewshot.evaluate(lm, path, [0, 1], num_examples=10, seed=0)
-    assert row["kind"] == fewshot.MULTIPLE_CHOICE and row["num_examples"] == 3
+    assert row["kind"] == fewshot_tasks.MULTIPLE_CHOICE and row["num_examples"] == 3
     for k, result in zip([0, 1], row["results"]):
         assert result["acc"] == pytest.approx(1 / 3)
         assert result["acc_norm"] == 1.0 and result["mean_shots"] == k
@@ -401,7 +401,7 @@ def test_cli_flags_defaults_and_errors(tmp_path, fake_generation, capsys):
     args = argparse.Namespace(tasks=None, shots=None, num_examples=None, seed=None)
     config = config_lib.read_config(str(tmp_path))
     assert fewshot._settings(args, config) == {
-        "tasks": list(fewshot.ARITHMETIC_TASKS + fewshot.SCRAMBLE_TASKS), "shots": [0, 1, 10],
+        "tasks": list(fewshot_tasks.ARITHMETIC_TASKS + fewshot_tasks.SCRAMBLE_TASKS), "shots": [0, 1, 10],
         "num_examples": 100, "seed": 0}
     assert fewshot.main(["--workdir", str(tmp_path), "--tasks", "arithmetic_2dx",
                          "--shots", "1", "--num-examples", "3", "--seed", "7"]) == 0
