@@ -153,8 +153,11 @@ def synthetic_batch(a, seed=0):
     import numpy as np
     rng = np.random.default_rng(seed)
     B, S = a.batch, a.seq_len
-    if a.model == "gpt":
-        return {"input_ids": rng.integers(0, a.vocab, (B, S)).astype(np.int32)}
+    if a.model == "gpt":  # positions 0..S-2 predict tokens 1..S-1, as HF's labels=input_ids
+        ids = rng.integers(0, a.vocab, (B, S)).astype(np.int32)
+        weights = np.broadcast_to((np.arange(S) < S - 1).astype(np.float32), (B, S)).copy()
+        return {"input_ids": ids, "target_ids": np.roll(ids, -1, axis=1),
+                "target_weights": weights}
     P = predictions(S)
     segment = (np.arange(S) >= S // 2).astype(np.int32)
     return {
@@ -206,11 +209,10 @@ def _bert_task(a, batch):
 
 
 def _gpt_task(a, batch):
-    """(task, initial params) for GPT-2 causal LM: positions 0..s-2 predict tokens 1..s-1
-    (what HF's GPT2LMHeadModel does with labels=input_ids)."""
+    """(task, initial params) for GPT-2 causal LM on `batch` (the gpt_pretrain task's loss)."""
     import jax
-    import jax.numpy as jnp
     from ssl_jax.models.gpt import GptLM
+    from ssl_jax.tasks.gpt_pretrain import lm_stats
 
     config = gpt_config(a)
     model = GptLM(config, deterministic=False)
@@ -220,12 +222,7 @@ def _gpt_task(a, batch):
 
         @staticmethod
         def stats(params, batch, rng, *, train):
-            ids = batch["input_ids"]
-            logits = model.apply({"params": params}, ids, rngs={"dropout": rng})
-            logits, targets = logits[:, :-1], ids[:, 1:]  # [batch, seq-1, vocab] float32
-            nll = (jax.nn.logsumexp(logits, axis=-1)
-                   - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0])
-            return {"lm_loss": (jnp.sum(nll), jnp.asarray(nll.size, jnp.float32))}
+            return lm_stats(model, params, batch, rng, train=train, mask_documents=False)
 
     params = GptLM(config).init(jax.random.PRNGKey(0), batch["input_ids"])["params"]
     return Synthetic, params

@@ -65,11 +65,6 @@ class GptConfig(TransformerConfig):
             raise ValueError(f"model.attention_window={self.attention_window} must be >= 1")
 
 
-def causal_mask(seq_len: int) -> Array:
-    """[1, 1, seq, seq] bool: position i attends to positions <= i."""
-    return jnp.tril(jnp.ones((seq_len, seq_len), bool))[None, None]
-
-
 def document_mask(segment_ids: Array) -> Array:
     """[batch, seq] document ids of packed sequences -> [batch, 1, seq, seq]: attend only
     within one's own document."""
@@ -108,13 +103,16 @@ class GptLM(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids: Array, input_mask: Array | None = None,
-                 mask: Array | None = None, last_only: bool = False) -> Array:
+                 mask: Array | None = None, last_only: bool = False,
+                 return_hidden: bool = False) -> Array:
         """input_ids [batch, seq] -> logits [batch, seq, vocab] (float32).
 
         input_mask [batch, seq]: 1 = real token, 0 = (left) padding, which is never attended
         to and does not advance positions. mask (bool, broadcastable to [batch, 1, seq,
         seq]; not in decode mode) is and-ed with the causal mask, e.g. `document_mask`.
-        last_only: logits of the last position only ([batch, 1, vocab]), for decoding."""
+        last_only: logits of the last position only ([batch, 1, vocab]), for decoding.
+        return_hidden: the final hidden states [batch, seq, hidden] instead of logits, for a
+        loss that applies the tied output layer itself (ssl_jax/models/losses.py)."""
         c = self.config
         batch, seq_len = input_ids.shape
         if seq_len > c.max_len:
@@ -151,11 +149,20 @@ class GptLM(nn.Module):
         if c.pre_ln:
             x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype,
                              param_dtype=c.param_dtype, name="ln_final")(x)
+        if return_hidden:
+            return x
         if last_only:
             x = x[:, -1:]
-        # tied to the embedding; on [tokens, hidden] (see MultiHeadAttention)
-        logits = wte.attend(x.reshape(-1, c.hidden_size)).astype(jnp.float32)
-        return logits.reshape(x.shape[:2] + (c.vocab_size,))  # [batch, seq, vocab]
+        tokens = x.reshape(-1, c.hidden_size)  # [tokens, hidden] (see MultiHeadAttention)
+        if tokens.shape[0] <= 8:
+            # decoding: the table [vocab, hidden] as the left operand of a matrix-vector
+            # product; `attend` (x @ E^T) made XLA:CPU copy the transposed 50k-row table on
+            # every token (~30% of a decode step)
+            logits = jax.lax.dot_general(wte.embedding.astype(c.dtype), tokens.astype(c.dtype),
+                                         (((1,), (1,)), ((), ()))).T
+        else:
+            logits = wte.attend(tokens)  # tied to the embedding
+        return logits.astype(jnp.float32).reshape(x.shape[:2] + (c.vocab_size,))
 
     def _advance_cache(self, input_mask: Array) -> tuple[Array, Array, Array]:
         """Decode mode: records this call's tokens in the cache bookkeeping; returns their

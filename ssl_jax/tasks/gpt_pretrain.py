@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,6 +11,7 @@ from ssl_jax.data import bpe, corpora, packing
 from ssl_jax.data.batching import training_batches
 from ssl_jax.eval.baselines import unigram_log_probs
 from ssl_jax.models.gpt import GptConfig, GptLM, document_mask
+from ssl_jax.models.losses import tied_cross_entropy
 from ssl_jax.tasks.base import Task
 from ssl_jax.tasks.bert_pretrain import DTYPES
 
@@ -40,19 +40,20 @@ def gpt_config(model_config, vocab_size: int) -> GptConfig:
 
 
 def lm_stats(model: GptLM, params, batch, rng, *, train: bool, mask_documents: bool):
-    """Next-token loss/accuracy over the real targets, each as (sum, count)."""
+    """Next-token loss/accuracy over the real targets, each as (sum, count). The tied output
+    layer and the softmax run chunked over tokens (ssl_jax/models/losses.py)."""
     mask = document_mask(batch["segment_ids"]) if mask_documents else None
-    logits = model.apply({"params": params}, batch["input_ids"], mask=mask,
-                         rngs={"dropout": rng} if train else {})  # [batch, seq, vocab] f32
+    hidden = model.apply({"params": params}, batch["input_ids"], mask=mask, return_hidden=True,
+                         rngs={"dropout": rng} if train else {})  # [batch, seq, hidden]
     weights = batch["target_weights"]
     if "example_weight" in batch:  # eval padding
         weights = weights * batch["example_weight"][:, None]
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probs, batch["target_ids"][..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(logits, -1) == batch["target_ids"]).astype(jnp.float32)
+    nll, hits = tied_cross_entropy(
+        hidden.reshape(-1, hidden.shape[-1]).astype(jnp.float32),
+        params["token"]["embedding"].astype(jnp.float32),
+        batch["target_ids"].reshape(-1), weights.reshape(-1).astype(jnp.float32))
     count = jnp.sum(weights)
-    return {"lm_loss": (jnp.sum(nll * weights), count),
-            "lm_accuracy": (jnp.sum(correct * weights), count)}
+    return {"lm_loss": (nll, count), "lm_accuracy": (hits, count)}
 
 
 class GptPretrainTask(Task):
