@@ -19,7 +19,7 @@ arg: a size (gpt-tiny gpt-mini gpt1 gpt2-small ... gpt3-175b) and key=value abla
 from experiments import common
 
 DEFAULTS = dict(variant="gpt-mini", ln=None, attention="dense", window=32, seq_len=128,
-                mask_docs=False, tokenizer="bpe", vocab=8192, steps=1000, batch=16, lr=1e-3,
+                mask_docs=False, tokenizer="bpe", vocab=8192, steps=400, batch=16, lr=1e-3,
                 corpus="embedded", files=None, dropout=0.1)
 
 

@@ -219,12 +219,15 @@ def _check_settings(*, num_articles: int, max_new_tokens: int, top_k: int, seed:
 
 def _generate(lm: LanguageModelLike, prompts: list[str], *, max_new_tokens: int, sampling,
               seed: int, batch_size: int) -> list[str]:
-    """Continuations in batches; batch b uses seed + its first index (reproducible)."""
+    """Continuations in batches; batch b uses seed + its first index (reproducible). A
+    continuation ends at the end-of-text token (the model closed the document)."""
+    eot_id = getattr(lm.tokenizer, "eot_id", None)
+    stop = lm.tokenizer.decode([eot_id]) if eot_id is not None else None
     outputs = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         texts = lm.generate(batch, max_new_tokens=max_new_tokens, sampling=sampling,
-                            seed=seed + start)
+                            stop=stop, seed=seed + start)
         if len(texts) != len(batch):
             raise RuntimeError(f"lm.generate returned {len(texts)} texts for {len(batch)} prompts")
         outputs.extend(texts)
