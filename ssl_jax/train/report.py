@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+from ssl_jax.files import write_atomic
 from ssl_jax.train.metrics import read_metrics
 
 
@@ -57,7 +58,5 @@ def write_report(workdir: str, config, facts: dict, summary: dict) -> str:
     lines += ["", "## Data and model", "", "```json", json.dumps(facts, indent=2), "```",
               "", "## Config", "", "```json", config.to_json_best_effort(indent=2), "```", ""]
     path = os.path.join(workdir, "report.md")
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace(path + ".tmp", path)
+    write_atomic(path, "\n".join(lines))
     return path

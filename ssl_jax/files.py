@@ -1,0 +1,34 @@
+"""Files written whole or not at all: a reader, a crash or a concurrent writer never sees
+half a file or half a directory."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Callable
+
+
+def write_atomic(path: str, content: str) -> None:
+    """Writes `path` whole or not at all: a reader (or a crash) never sees half a file."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+def publish_dir(path: str, fill: Callable[[str], None]) -> None:
+    """Fills a fresh temporary directory with `fill(tmp)`, then renames it to `path`; a
+    concurrent publisher that got there first wins, and its directory is the one kept."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-", dir=os.path.dirname(path))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(path):
+            raise
