@@ -11,29 +11,13 @@ import numpy as np
 from ssl_jax.data import corpora, pretraining, tokenizer
 from ssl_jax.eval.baselines import unigram_mlm_loss
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
-from ssl_jax.tasks.base import Task
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
+from ssl_jax.tasks.base import Task, stack_fields
 
 def bert_config(model_config, vocab_size: int) -> BertConfig:
     """config.model (ConfigDict) -> BertConfig, checked."""
-    m = model_config
-    for name in ("dtype", "param_dtype"):
-        if m[name] not in DTYPES:
-            raise ValueError(f"model.{name}={m[name]!r}; expected one of {sorted(DTYPES)}")
-    if m.get("vocab_size") and m.vocab_size < vocab_size:
-        raise ValueError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
-                         f"{vocab_size} tokens")
-    return BertConfig(
-        vocab_size=m.get("vocab_size") or vocab_size,
-        hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
-        mlp_dim=m.get("mlp_dim") or 4 * m.hidden_size,
-        max_position_embeddings=m.max_position_embeddings, type_vocab_size=m.type_vocab_size,
-        activation=m.activation, dropout_rate=m.dropout_rate,
-        attention_dropout_rate=m.attention_dropout_rate, layer_norm_eps=m.layer_norm_eps,
-        initializer_range=m.initializer_range, scan_layers=m.scan_layers, remat=m.remat,
-        dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
+    return BertConfig(**stack_fields(model_config, vocab_size),
+                      max_position_embeddings=model_config.max_position_embeddings,
+                      type_vocab_size=model_config.type_vocab_size)
 
 
 def check_sizes(config) -> None:

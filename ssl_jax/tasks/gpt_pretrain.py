@@ -12,31 +12,17 @@ from ssl_jax.data.batching import training_batches
 from ssl_jax.eval.baselines import unigram_log_probs
 from ssl_jax.models.gpt import GptConfig, GptLM, document_mask
 from ssl_jax.models.losses import tied_cross_entropy
-from ssl_jax.tasks.base import Task
-from ssl_jax.tasks.bert_pretrain import DTYPES
+from ssl_jax.tasks.base import Task, stack_fields
 
 
 def gpt_config(model_config, vocab_size: int) -> GptConfig:
     """config.model (ConfigDict) -> GptConfig, checked."""
     m = model_config
-    for name in ("dtype", "param_dtype"):
-        if m[name] not in DTYPES:
-            raise ValueError(f"model.{name}={m[name]!r}; expected one of {sorted(DTYPES)}")
     for name in ("num_layers", "hidden_size", "num_heads", "max_len"):
         if m[name] < 1:
             raise ValueError(f"model.{name}={m[name]} must be >= 1")
-    if m.get("vocab_size") and m.vocab_size < vocab_size:
-        raise ValueError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
-                         f"{vocab_size} tokens")
-    return GptConfig(
-        vocab_size=m.get("vocab_size") or vocab_size, hidden_size=m.hidden_size,
-        num_layers=m.num_layers, num_heads=m.num_heads,
-        mlp_dim=m.get("mlp_dim") or 4 * m.hidden_size, max_len=m.max_len, pre_ln=m.pre_ln,
-        sparse_attention=m.sparse_attention, attention_window=m.attention_window,
-        activation=m.activation, dropout_rate=m.dropout_rate,
-        attention_dropout_rate=m.attention_dropout_rate, layer_norm_eps=m.layer_norm_eps,
-        initializer_range=m.initializer_range, scan_layers=m.scan_layers, remat=m.remat,
-        dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
+    return GptConfig(**stack_fields(m, vocab_size), max_len=m.max_len, pre_ln=m.pre_ln,
+                     sparse_attention=m.sparse_attention, attention_window=m.attention_window)
 
 
 def lm_stats(model: GptLM, params, batch, rng, *, train: bool, mask_documents: bool):
