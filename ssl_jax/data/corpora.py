@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -81,6 +82,17 @@ def pydoc_documents() -> list[str]:
     return documents
 
 
+def jsonl_records(path: str, content: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for each non-blank line of a jsonl file's `content`."""
+    for n, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n} is not valid JSON: {e}") from e
+
+
 def read_text_files(pattern: str, text_key: str = "text") -> list[str]:
     """Documents from a glob of .txt (blank-line separated) or .jsonl files."""
     paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
@@ -94,13 +106,7 @@ def read_text_files(pattern: str, text_key: str = "text") -> list[str]:
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read corpus file {path!r}: {e}") from e
         if path.endswith((".jsonl", ".json")):
-            for n, line in enumerate(content.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n} is not valid JSON: {e}") from e
+            for n, record in jsonl_records(path, content):
                 if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
                     raise ValueError(f"{path}:{n} has no string field {text_key!r} "
                                      f"(set config.data.text_key)")

@@ -64,17 +64,11 @@ def read_jsonl(path: str) -> list[Article]:
     """Articles from a jsonl file with {"article": str, "highlights": str} on each line."""
     try:
         with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            content = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read article file {path!r}: {e}") from e
     articles = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n} is not valid JSON: {e}") from e
+    for n, record in corpora.jsonl_records(path, content):
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{n} is not a JSON object")
         for key in ("article", "highlights"):
