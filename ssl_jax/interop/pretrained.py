@@ -1,0 +1,165 @@
+"""One loader for any pre-trained model: an HF-format directory (BERT or GPT-2) or one of
+our training workdirs (bert_pretrain / gpt_pretrain).
+
+    pretrained = load_pretrained("runs/quickstart/pretrain")  # or "all-MiniLM-L6-v2/"
+    pretrained.kind                                           # "bert" | "gpt"
+    encoder = pretrained.params["encoder"]                    # BERT: fine-tune from this
+
+Fine-tuning, embeddings and export all start here, so the model is loaded one way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.data import bpe as bpe_lib
+from ssl_jax.data.tokenizer import WordPiece
+from ssl_jax.interop import hf_bert, hf_gpt2, read_json, to_numpy, with_layout
+from ssl_jax.models.bert import BertConfig, BertForPreTraining
+from ssl_jax.models.gpt import GptConfig
+
+KINDS = {"bert": ("bert", "bert_pretrain"), "gpt": ("gpt2", "gpt_pretrain")}  # HF, our task
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A pre-trained model with its tokenizer.
+
+    params (numpy arrays), in the layout `config.scan_layers` says:
+      bert: {"encoder": BertEncoder's tree} plus "mlm"/"nsp" when the source has those heads
+            (BertForPreTraining's tree when both are there);
+      gpt:  GptLM's tree.
+    description: where it came from, in words (for logs and reports)."""
+
+    kind: str
+    config: BertConfig | GptConfig
+    params: dict
+    tokenizer: WordPiece | bpe_lib.BpeTokenizer
+    description: str
+
+
+def load_pretrained(path: str, *, step: int | None = None,
+                    scan_layers: bool | None = None) -> Pretrained:
+    """The model at `path`: an HF directory (config.json with model_type bert/gpt2 +
+    model.safetensors) or a training workdir (config.json with task bert_pretrain/
+    gpt_pretrain; its best checkpoint, else its latest, or `step`).
+    scan_layers: convert the layers to this layout (None: keep the source's)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"pre-trained model {path!r} is not a directory")
+    if not os.path.exists(os.path.join(path, "config.json")) and os.path.exists(
+            os.path.join(path, "pretrain", "config.json")):
+        raise FileNotFoundError(f"{path!r} has no config.json; its pre-training run is "
+                                f"{os.path.join(path, 'pretrain')!r}")
+    config = read_json(os.path.join(path, "config.json"), "config")
+    if "model_type" in config:
+        pretrained = _from_hf(path, config["model_type"], step)
+    elif "task" in config:
+        pretrained = _from_workdir(path, config["task"], step)
+    else:
+        raise ValueError(f"{path!r} holds a config.json with neither 'model_type' (an HF "
+                         "checkpoint) nor 'task' (a training workdir)")
+    return pretrained if scan_layers is None else _with_layout(pretrained, scan_layers)
+
+
+def _from_hf(path: str, model_type: str, step: int | None) -> Pretrained:
+    if step is not None:
+        raise ValueError(f"{path!r} is an HF checkpoint: it has no steps (step={step})")
+    if model_type == "bert":
+        config, params, tokenizer = hf_bert.load(path)
+        heads = [h for h in hf_bert.HEADS if h in params] or ["none"]
+        what = f"BERT {_size(config)}, heads: {', '.join(heads)}"
+        return Pretrained("bert", config, params, tokenizer, f"HF checkpoint {path} ({what})")
+    if model_type == "gpt2":
+        config, params, tokenizer = hf_gpt2.load(path)
+        return Pretrained("gpt", config, params, tokenizer,
+                          f"HF checkpoint {path} (GPT-2 {_size(config)})")
+    raise ValueError(f"{path!r} is an HF {model_type!r} checkpoint; expected model_type "
+                     f"'bert' or 'gpt2'")
+
+
+def _from_workdir(workdir: str, task: str, step: int | None) -> Pretrained:
+    if task == "bert_pretrain":
+        config, params, tokenizer, step = _bert_run(workdir, step)
+    elif task == "gpt_pretrain":
+        from ssl_jax.eval.generation import LanguageModel
+
+        _check_checkpoints(workdir)
+        lm = LanguageModel.from_workdir(workdir, step)
+        config, params, tokenizer = lm.config, to_numpy(lm.params), lm.tokenizer
+    else:
+        stage = os.path.join(workdir, "pretrain")
+        hint = f"; its pre-training run is {stage!r}" if os.path.isdir(stage) else ""
+        raise ValueError(f"{workdir!r} is a {task!r} run; expected a 'bert_pretrain' or "
+                         f"'gpt_pretrain' run (or an HF checkpoint directory){hint}")
+    kind = "bert" if task == "bert_pretrain" else "gpt"
+    which = f"step {step}" if step is not None else "best checkpoint, else the latest"
+    return Pretrained(kind, config, params, tokenizer,
+                      f"{task} run {workdir} ({which}; {kind.upper()} {_size(config)})")
+
+
+def _bert_run(workdir: str, step: int | None):
+    """A bert_pretrain run's config, params (best checkpoint by eval loss, else the latest),
+    tokenizer and the step restored. A run trained without NSP has an untrained NSP head:
+    it is left out."""
+    from ssl_jax.config import read_config
+    from ssl_jax.tasks.bert_pretrain import bert_config
+    from ssl_jax.train.checkpoint import Checkpointer
+
+    run = read_config(workdir)
+    tokenizer = bpe_lib.load_tokenizer(os.path.join(workdir, "tokenizer"))
+    if not isinstance(tokenizer, WordPiece):
+        raise ValueError(f"{workdir!r}: its tokenizer/ holds a {type(tokenizer).__name__}; a "
+                         "BERT run needs a WordPiece vocabulary")
+    config = bert_config(run.model, tokenizer.vocab_size)
+    _check_checkpoints(workdir)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        step = step if step is not None else (checkpointer.best_step()
+                                              or checkpointer.latest_step())
+        if step is None:
+            raise FileNotFoundError(f"{workdir!r} has no checkpoint yet")
+        if step not in checkpointer.all_steps():
+            raise ValueError(f"{workdir!r} has no checkpoint at step {step}; it has "
+                             f"{checkpointer.all_steps()}")
+        params = to_numpy(checkpointer.restore_params(_abstract(config), step))
+    finally:
+        checkpointer.close()
+    if not run.get("data", {}).get("nsp", True):
+        params = {k: v for k, v in params.items() if k != "nsp"}
+    return config, params, tokenizer, step
+
+
+def _abstract(config: BertConfig):
+    """BertForPreTraining's parameter shapes, placed on one device (what orbax restores to)."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    ids = jnp.zeros((1, 1), jnp.int32)
+    shapes = jax.eval_shape(lambda: BertForPreTraining(config).init(
+        jax.random.PRNGKey(0), ids, ids, ids))["params"]
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+
+
+def _check_checkpoints(workdir: str) -> None:
+    """Before orbax, which would create an empty checkpoints/ in a wrong directory."""
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(f"{workdir!r} has no checkpoints/ directory")
+
+
+def _with_layout(pretrained: Pretrained, scan_layers: bool) -> Pretrained:
+    """The same model with its layers per-layer (False) or stacked (True)."""
+    c = pretrained.config
+    params = dict(pretrained.params)
+    if pretrained.kind == "bert":
+        params["encoder"] = dict(params["encoder"], stack=with_layout(
+            params["encoder"]["stack"], c.num_layers, scan_layers))
+    else:
+        params["stack"] = with_layout(params["stack"], c.num_layers, scan_layers)
+    return dataclasses.replace(pretrained, config=dataclasses.replace(c, scan_layers=scan_layers),
+                               params=params)
+
+
+def _size(config: BertConfig | GptConfig) -> str:
+    return (f"{config.num_layers} layers, hidden {config.hidden_size}, {config.num_heads} "
+            f"heads, vocab {config.vocab_size}")
