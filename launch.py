@@ -33,12 +33,12 @@ def main(argv: list[str]) -> int:
     if args.distributed:
         jax.distributed.initialize()
     from ssl_jax.sweep import run_sweep
-    from ssl_jax.train.loop import train_and_evaluate
+    from ssl_jax.transfer import run
 
     path, arg = config_lib.split_spec(args.config)
     try:
         module = config_lib.load_module(path)
-        train = lambda c, d: train_and_evaluate(c, d, progress=not args.no_progress)
+        train = lambda c, d: run(c, d, progress=not args.no_progress)
         if args.sweep:
             rows = run_sweep(module, arg, overrides, args.workdir, train, args.sweep_workers)
             print(open(os.path.join(args.workdir, "sweep.md")).read())

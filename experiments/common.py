@@ -76,3 +76,27 @@ def training(**kw) -> ml_collections.ConfigDict:
                        weight_decay=0.01, grad_clip_norm=1.0)))
     c.update(kw)
     return c
+
+
+def finetune(dataset: str, **kw) -> ml_collections.ConfigDict:
+    """A fine-tuning run with the BERT paper's recipe (AdamW, lr 2e-5..5e-5, batch 32,
+    3 epochs, 10% warm-up then linear decay, dropout 0.1). `kw` overrides top-level fields."""
+    str_or_none = lambda: ml_collections.FieldReference(None, field_type=str)
+    config = training(
+        task="finetune", model=bert_model("base"), data=text_data("embedded"),
+        batch_size=32, max_seq_len=128, num_train_epochs=3.0, num_train_steps=1,
+        log_every_steps=10, eval_every_steps=1000, checkpoint_every_steps=1000,
+        checkpoint_keep=1,
+        finetune=dict(
+            dataset=dataset, path=str_or_none(), data_dir=str_or_none(), init="",
+            random_init=False, freeze_embeddings=False, freeze_layers=0, linear_probe=False,
+            layer_decay=1.0, pooling="pooler", classifier_dropout=0.1,
+            num_documents=16,  # embedded/passage_source
+            doc_stride=128, max_query_len=64, max_answer_len=30, n_best=20,  # SQuAD
+            null_score_diff_threshold=0.0),
+        optimizer=dict(name="adamw", learning_rate=2e-5, end_learning_rate=0.0,
+                       warmup_steps=0.1, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
+                       weight_decay=0.01, grad_clip_norm=1.0))
+    config.data.vocab_size = 8000  # only when no pre-trained vocabulary is given
+    config.update(kw)
+    return config

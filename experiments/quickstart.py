@@ -1,11 +1,18 @@
-"""The main job: BERT-mini pre-trained (MLM + NSP) on the embedded corpus, on a laptop CPU.
+"""The main job: pre-train BERT-mini (MLM + NSP) on the embedded corpus, then fine-tune it on a
+label-free task from the same corpus (which of its 16 longest documents a sentence comes
+from), from the pre-trained encoder and from a random one with the same budget.
 
     python launch.py --config experiments/quickstart.py --workdir runs/quickstart
+
+Writes pretrain/, finetune_pretrained/, finetune_random_init/ (each a full run: metrics,
+checkpoints, report), and report.md + transfer.json comparing the two fine-tuning runs.
 """
+import ml_collections
+
 from experiments import common
 
 
-def get_config():
+def pretrain_config():
     data = common.text_data("embedded")
     data.update(dict(vocab_size=8000, nsp=True, mask_rate=0.15, mask_token_prob=0.8,
                      random_token_prob=0.1, max_predictions_per_seq=None,
@@ -19,3 +26,18 @@ def get_config():
         optimizer=dict(name="adamw", learning_rate=5e-4, end_learning_rate=0.0,
                        warmup_steps=0.1, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
                        weight_decay=0.01, grad_clip_norm=1.0))
+
+
+def finetune_config():
+    """The same recipe for both encoders; finetune.init is set to the pre-training run."""
+    c = common.finetune("embedded/passage_source", model=common.bert_model("mini"),
+                        batch_size=32, max_seq_len=64, num_train_epochs=0.0,
+                        num_train_steps=150, log_every_steps=10, eval_every_steps=30,
+                        checkpoint_every_steps=150)
+    c.optimizer.learning_rate = 1e-4
+    return c
+
+
+def get_config():
+    return ml_collections.ConfigDict(dict(task="transfer", pretrain=pretrain_config(),
+                                          finetune=finetune_config()))

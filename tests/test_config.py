@@ -1,4 +1,5 @@
-"""Configs: every experiment (and sweep point) builds and trains a step; bad input fails fast."""
+"""Configs: every experiment trains a step, every sweep point builds (and, with -m slow,
+trains a step); bad input fails fast."""
 import glob
 import os
 
@@ -6,7 +7,6 @@ import pytest
 
 import launch
 from ssl_jax import config as config_lib
-from ssl_jax.train.loop import train_and_evaluate
 from tests.conftest import ROOT
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "**", "*.py"),
@@ -18,23 +18,72 @@ TINY = [("model.num_layers", "1"), ("model.hidden_size", "32"), ("model.num_head
         ("data.dupe_factor", "1")]
 
 
-def _points():
+# Fine-tuning configs read their task's fixture files (in the released formats).
+FIXTURE_PATHS = {"glue/cola": "glue/CoLA", "glue/sst2": "glue/SST-2", "glue/mrpc": "glue/MRPC",
+                 "glue/qqp": "glue/QQP", "glue/stsb": "glue/STS-B", "glue/mnli": "glue/MNLI",
+                 "glue/qnli": "glue/QNLI", "glue/rte": "glue/RTE", "glue/wnli": "glue/WNLI",
+                 "squad/v1.1": "squad", "squad/v2.0": "squad", "conll2003/ner": "conll2003",
+                 "conll2003/pos": "conll2003"}
+
+
+def _points(sweeps: bool):
     for path in CONFIGS:
         module = config_lib.load_module(path)
         yield os.path.relpath(path, ROOT), None
-        for name, arg in (getattr(module, "get_sweep", lambda: {})() or {}).items():
-            yield os.path.relpath(path, ROOT), arg
+        if sweeps:
+            for name, arg in (getattr(module, "get_sweep", lambda: {})() or {}).items():
+                yield os.path.relpath(path, ROOT), arg
 
 
-@pytest.mark.parametrize("path,arg", list(_points()))
-def test_every_config_and_sweep_point_trains_one_step(path, arg, tmp_path):
-    module = config_lib.load_module(os.path.join(ROOT, path))
-    keys = set(config_lib.all_keys(config_lib.build_config(module, arg)))
-    config = config_lib.build_config(module, arg, [(k, v) for k, v in TINY if k in keys])
+def tiny(module, arg):
+    """The config at test size: TINY's fields wherever the config (or its stages) has them;
+    fine-tuning reads the task's fixture files and counts steps, not epochs."""
+    config = config_lib.build_config(module, arg)
+    keys = set(config_lib.all_keys(config))
+    prefixes = ("pretrain.", "finetune.") if config.task == "transfer" else ("",)
+    overrides = [(p + k, v) for p in prefixes for k, v in TINY if p + k in keys]
+    for p in prefixes:
+        stage = config[p.rstrip(".")] if p else config
+        if stage.task == "finetune":
+            if stage.finetune.dataset in FIXTURE_PATHS:
+                overrides.append((p + "finetune.path", os.path.join(
+                    ROOT, "tests", "fixtures", FIXTURE_PATHS[stage.finetune.dataset])))
+            overrides.append((p + "num_train_epochs", "0"))
+            if stage.finetune.dataset.startswith("squad/"):  # room for question + passage
+                overrides += [(p + "max_seq_len", "96"), (p + "finetune.max_query_len", "32"),
+                              (p + "finetune.doc_stride", "32")]
+    return config_lib.build_config(module, arg, overrides)
+
+
+def _train_one_step(path, arg, tmp_path):
+    from ssl_jax.transfer import run
+
+    config = tiny(config_lib.load_module(os.path.join(ROOT, path)), arg)
     assert config.is_locked
-    summary = train_and_evaluate(config, str(tmp_path), progress=False)
+    summary = run(config, str(tmp_path), progress=False)
+    if config.task == "transfer":
+        assert set(summary) >= {"pretrained", "random_init"}
+        assert (tmp_path / "report.md").exists() and (tmp_path / "transfer.json").exists()
+        summary = summary["runs"]["pretrained"]
     assert summary["ended"] == "completed" and summary["step"] == 1
     assert 0 < summary["loss"] < 20
+
+
+@pytest.mark.parametrize("path,arg", list(_points(sweeps=False)))
+def test_every_config_trains_one_step(path, arg, tmp_path):
+    _train_one_step(path, arg, tmp_path)
+
+
+@pytest.mark.parametrize("path,arg", [p for p in _points(sweeps=True) if p[1] is not None])
+def test_every_sweep_point_builds(path, arg):
+    assert tiny(config_lib.load_module(os.path.join(ROOT, path)), arg).is_locked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path,arg", [p for p in _points(sweeps=True) if p[1] is not None])
+def test_every_sweep_point_trains_one_step(path, arg, tmp_path):
+    """The full set (`-m slow`, ~5 min): every sweep point of every config trains a step."""
+    _train_one_step(path, arg, tmp_path)
 
 
 def test_every_config_documents_its_command():
@@ -131,7 +180,8 @@ def test_launch_sweep_writes_the_comparison(tmp_path, workers):
                        + [f"--config.{k}={v}" for k, v in TINY[:-3]])
     assert code == 0
     rows = (workdir / "sweep.csv").read_text().splitlines()
-    assert rows[0].startswith("name,arg,status,step,eval_loss") and len(rows) == 3
+    assert rows[0].startswith("name,arg,status,step,selection,eval_loss") and len(rows) == 3
     assert rows[2].startswith("nsp=False,") and ",completed," in rows[2]
     assert (workdir / "nsp=False" / "report.md").exists()
-    assert "| mask_rate=0.15 | completed |" in (workdir / "sweep.md").read_text()
+    table = (workdir / "sweep.md").read_text()
+    assert "| mask_rate=0.15 | completed |" in table and "Best point by eval_loss" in table

@@ -55,3 +55,23 @@ def test_bad_optimizer_values():
         learning_rate_schedule(_config(warmup_steps=500))
     with pytest.raises(ValueError, match="optimizer.name='sgd'"):
         make_optimizer(_config(name="sgd"))
+
+
+def test_multipliers_scale_updates_and_freeze_exactly():
+    """Update with multipliers = multiplier x the plain update; 0 leaves the parameter
+    bit-identical (weight decay included) and out of the clipping norm."""
+    import jax
+    config = _config(weight_decay=0.1, grad_clip_norm=1.0, warmup_steps=0)
+    params = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([0.5, 3.0]), "c": jnp.array([4.0])}
+    grads = {"a": jnp.array([0.3, 0.4]), "b": jnp.array([1.0, -1.0]), "c": jnp.array([100.0])}
+    plain, _ = make_optimizer(config)
+    scaled, _ = make_optimizer(config, {"a": np.float32(1.0), "b": np.float32(0.25),
+                                        "c": np.float32(0.0)})
+    u_plain, _ = plain.update({"a": grads["a"], "b": grads["b"], "c": jnp.zeros(1)},
+                              plain.init(params), params)
+    u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+    np.testing.assert_allclose(u_scaled["a"], u_plain["a"], rtol=1e-6)
+    np.testing.assert_allclose(u_scaled["b"], 0.25 * u_plain["b"], rtol=1e-6)
+    assert float(u_scaled["c"][0]) == 0.0
+    new = jax.tree_util.tree_map(lambda p, u: p + u, params, u_scaled)
+    assert np.array_equal(new["c"], params["c"])

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax.eval.baselines import unigram_mlm_loss
 from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.loop import train_and_evaluate
@@ -22,18 +21,9 @@ def _losses(workdir):
     return {r["step"]: r["loss"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))}
 
 
-def test_short_run_learns_and_beats_the_unigram_baseline(tmp_path):
-    config = tiny_config("tiny,lr=1e-3,masking=dynamic", batch_size=32, num_train_steps=600,
-                         max_seq_len=64, **{"data.vocab_size": 8000, "num_eval_batches": 8,
-                                            "eval_every_steps": 600, "log_every_steps": 20,
-                                            "checkpoint_every_steps": 600,
-                                            "data.dupe_factor": 2,
-                                            "model.dropout_rate": 0.0,
-                                            "model.attention_dropout_rate": 0.0})
-    task = BertPretrainTask(config, str(tmp_path))
-    baseline = unigram_mlm_loss(task)
-    summary = train_and_evaluate(config, str(tmp_path), task=task, progress=False)
-    losses = _losses(tmp_path)
+def test_short_run_learns_and_beats_the_unigram_baseline(pretrained_tiny):
+    workdir, summary, baseline = pretrained_tiny
+    losses = _losses(workdir)
     assert losses[20] > losses[600] + 1.0, losses  # clearly falling
     # context helps: held-out MLM loss below the best context-free (unigram) predictor
     assert summary["eval_mlm_loss"] < baseline - 0.25, (summary["eval_mlm_loss"], baseline)

@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(rest)
     try:
         config = config_lib.load_config(args.config, overrides)
+        if config.task == "transfer":  # the quickstart: preview its pre-training data
+            config = config.pretrain
         with tempfile.TemporaryDirectory() as tmp:
             task = get_task(config.task)(config, args.workdir or tmp)
     except (ValueError, FileNotFoundError, PermissionError) as e:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from ssl_jax.tasks.base import Task
 from ssl_jax.tasks.bert_pretrain import BertPretrainTask
+from ssl_jax.tasks.finetune import FinetuneTask
 from ssl_jax.tasks.gpt_pretrain import GptPretrainTask
 
 REGISTRY: dict[str, type[Task]] = {
     "bert_pretrain": BertPretrainTask,
     "gpt_pretrain": GptPretrainTask,
+    "finetune": FinetuneTask,
 }
 
 

@@ -38,7 +38,9 @@ class Task:
     before any compute); the loop then only calls the methods below."""
 
     loss_terms: tuple[str, ...] = ()  # the objective is the sum of these stats' means
-    best_metric: str = "eval_loss"  # checkpoints: the best by this (lower is better)
+    best_metric: str = "eval_loss"  # checkpoints: the best by this ...
+    best_mode: str = "min"  # ... lowest ("min") or highest ("max")
+    predict_outputs: bool = False  # True: eval also scores predict()'s outputs with score()
 
     def __init__(self, config, workdir: str):
         self.config = config
@@ -69,6 +71,23 @@ class Task:
 
     def derived_metrics(self, means: dict[str, float]) -> dict[str, float]:
         return {}
+
+    def transfer(self, params):
+        """Host-side, once, before a fresh run trains (not on resume): e.g. a pre-trained
+        encoder placed under a freshly initialised head."""
+        return params
+
+    def update_multipliers(self, params):
+        """None, or a tree like `params` of learning-rate multipliers (0 = frozen)."""
+        return None
+
+    def predict(self, params, batch: dict) -> dict[str, jax.Array]:
+        """Jittable per-example outputs (labels, logits) for score(); see predict_outputs."""
+        raise NotImplementedError
+
+    def score(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics of predict()'s outputs, concatenated in eval_examples() order."""
+        raise NotImplementedError
 
     def tokens_per_example(self) -> int:
         return self.config.max_seq_len

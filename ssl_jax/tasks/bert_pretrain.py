@@ -20,15 +20,20 @@ def bert_config(model_config, vocab_size: int) -> BertConfig:
                       type_vocab_size=model_config.type_vocab_size)
 
 
-def check_sizes(config) -> None:
-    """The checks that need no data: run first, before the corpus is read."""
-    m = config.model
+def check_model_sizes(m) -> None:
+    """config.model's layer/width/head counts (no data needed)."""
     for name in ("num_layers", "hidden_size", "num_heads"):
         if m[name] < 1:
             raise ValueError(f"model.{name}={m[name]} must be >= 1")
     if m.hidden_size % m.num_heads:
         raise ValueError(f"model.num_heads={m.num_heads} does not divide "
                          f"model.hidden_size={m.hidden_size}")
+
+
+def check_sizes(config) -> None:
+    """The checks that need no data: run first, before the corpus is read."""
+    m = config.model
+    check_model_sizes(m)
     if config.max_seq_len > m.max_position_embeddings:
         raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the position table "
                          f"(model.max_position_embeddings={m.max_position_embeddings})")

@@ -1,6 +1,7 @@
 """orbax checkpoints: model/optimizer state plus the data iterator's state, written atomically.
 
-Keeps the `keep` latest checkpoints and the best one by eval loss.
+Keeps the `keep` latest checkpoints and the best one by the task's metric (eval loss, or
+e.g. accuracy for fine-tuning).
 """
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 
 class Checkpointer:
-    def __init__(self, directory: str, keep: int = 3, best_metric: str = "eval_loss"):
+    def __init__(self, directory: str, keep: int = 3, best_metric: str = "eval_loss",
+                 best_mode: str = "min"):
         if keep < 1:
             raise ValueError(f"config.checkpoint_keep={keep} must be >= 1")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode={best_mode!r}; expected 'min' or 'max'")
         self.best_metric = best_metric
         preserve = policy.AnyPreservationPolicy([
             policy.LatestN(n=keep),
-            policy.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
-                         keep_checkpoints_without_metrics=False),
+            policy.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
+                         n=1, keep_checkpoints_without_metrics=False),
         ])
         self.manager = ocp.CheckpointManager(
             os.path.abspath(directory),
@@ -27,7 +31,7 @@ class Checkpointer:
             # still known (and kept) after a restart.
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=preserve, create=True,
-                best_fn=lambda m: m[best_metric], best_mode="min",
+                best_fn=lambda m: m[best_metric], best_mode=best_mode,
                 keep_checkpoints_without_metrics=True),
             item_names=("state", "data"))
 
@@ -35,7 +39,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept step with the lowest `best_metric` (orbax's best_fn, best_mode="min")."""
+        """The kept step with the best `best_metric` (lowest, or highest for best_mode="max")."""
         return self.manager.best_step()
 
     def all_steps(self) -> list[int]:

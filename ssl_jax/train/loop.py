@@ -11,6 +11,7 @@ from typing import Any
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 from tqdm.auto import tqdm
 
 from ssl_jax.files import write_atomic
@@ -70,19 +71,28 @@ def _host(tree) -> dict[str, float]:
 
 
 def evaluate(task, parallel: Parallel, eval_step, params, batch_size: int,
-             max_batches: int | None = None) -> dict[str, float]:
-    """Means of every task stat over the held-out examples, plus eval_loss."""
+             max_batches: int | None = None, predict_step=None) -> dict[str, float]:
+    """Means of every task stat over the held-out examples, plus eval_loss; with a
+    `predict_step`, also the task's scores of its predictions (F1, MCC, SQuAD EM, ...)."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    outputs: dict[str, list] = {}
     for batch in eval_batches(task.eval_examples(), batch_size, max_batches):
-        out = jax.device_get(eval_step(params, parallel.put_batch(batch)))
+        device_batch = parallel.put_batch(batch)
+        out = jax.device_get(eval_step(params, device_batch))
         for k, (s, c) in out.items():
             sums[k] = sums.get(k, 0.0) + float(s)
             counts[k] = counts.get(k, 0.0) + float(c)
+        if predict_step is not None:
+            real = batch["example_weight"] > 0  # drop the last batch's padding
+            for k, v in parallel.get_batch(predict_step(params, device_batch)).items():
+                outputs.setdefault(k, []).append(v[real])
     if not sums:
         return {}
     means = {k: sums[k] / max(counts[k], 1e-9) for k in sums}
     means.update(task.derived_metrics(means))
+    if predict_step is not None:
+        means.update(task.score({k: np.concatenate(v) for k, v in outputs.items()}))
     means["loss"] = sum(means[t] for t in task.loss_terms)
     return {f"eval_{k}": v for k, v in means.items()}
 
@@ -100,16 +110,18 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
     parallel = Parallel(config.parallel)
     write_config(config, workdir)
 
-    tx, schedule = make_optimizer(config)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
+                                best_metric=task.best_metric, best_mode=task.best_mode)
+    resumed_from = checkpointer.latest_step()
     params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
+    if resumed_from is None:
+        params = task.transfer(params)  # e.g. a pre-trained encoder under a fresh head
+    tx, schedule = make_optimizer(config, task.update_multipliers(params))
     state = TrainState.create(apply_fn=task.build_model(train=True).apply, params=params, tx=tx)
     state = state.replace(step=jnp.zeros((), jnp.int32))  # an array, so orbax can restore it
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
-                                best_metric=task.best_metric)
     dataset = task.train_dataset(jax.process_index(), jax.process_count())
     iterator = iter(dataset.to_iter_dataset(
         grain.ReadOptions(num_threads=config.data_threads, prefetch_buffer_size=8)))
-    resumed_from = checkpointer.latest_step()
     if resumed_from is not None:
         abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
         state, data_state = checkpointer.restore(abstract)
@@ -120,6 +132,7 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
     train_step = parallel.wrap_train_step(
         make_train_step(task, config.seed, schedule, parallel.axis_name))
     eval_step = parallel.wrap_eval_step(make_eval_step(task, parallel.axis_name))
+    predict_step = parallel.wrap_predict_step(task.predict) if task.predict_outputs else None
 
     total = config.num_train_steps
     tokens_per_step = config.batch_size * task.tokens_per_example()
@@ -164,7 +177,8 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                     if is_eval:
                         # state.params: replicated (jit) or one copy per device (pmap)
                         eval_metrics = evaluate(task, parallel, eval_step, state.params,
-                                                config.batch_size, config.get("num_eval_batches"))
+                                                config.batch_size, config.get("num_eval_batches"),
+                                                predict_step)
                         record.update(eval_metrics)
                     last = writer.write(step, record)
                     bar.set_postfix(loss=f"{last['loss']:.3f}",
@@ -184,6 +198,7 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
         writer.close()
     summary = {"ended": ended, "step": int(jax.device_get(parallel.get_state(state).step)),
                "resumed_from": resumed_from, "best_checkpoint": checkpointer.best_step(),
+               "selection": f"{task.best_metric}:{task.best_mode}",
                **{k: v for k, v in last.items() if k != "step"}}
     if ended == "completed" and jax.process_index() == 0:
         report.write_report(workdir, config, task.describe(), summary)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 
 NO_DECAY = ("bias", "scale")  # LayerNorm scales and every bias
@@ -39,14 +40,35 @@ def decay_mask(params):
         lambda path, _: getattr(path[-1], "key", None) not in NO_DECAY, params)
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
+    """Multiplies each update by its parameter's multiplier (a scalar or an array that
+    broadcasts to the parameter, e.g. [layers, 1, ...] for scanned layers)."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u, m: (u * m).astype(u.dtype), updates,
+                                      multipliers), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(config, multipliers=None) -> tuple[optax.GradientTransformation,
+                                                      optax.Schedule]:
+    """AdamW from config.optimizer. `multipliers` (a tree like the params, or None) scales
+    each parameter's learning rate: 0 freezes it (its gradient is also left out of the
+    clipping norm and its update is exactly zero, weight decay included), d**k is
+    layer-wise decay."""
     opt = config.optimizer
     if opt.name != "adamw":
         raise ValueError(f"optimizer.name={opt.name!r}; only 'adamw' is implemented")
     schedule = learning_rate_schedule(config)
     chain = []
+    if multipliers is not None:
+        chain.append(scale_by_multipliers(jax.tree_util.tree_map(
+            lambda m: np.asarray(np.asarray(m) > 0, np.float32), multipliers)))
     if opt.grad_clip_norm:
         chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))
     chain.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
                              weight_decay=opt.weight_decay, mask=decay_mask))
+    if multipliers is not None:
+        chain.append(scale_by_multipliers(multipliers))
     return optax.chain(*chain), schedule

@@ -57,6 +57,7 @@ def write_report(workdir: str, config, facts: dict, summary: dict) -> str:
         lines += ["", "## Accuracy", "", "![accuracy](accuracy.png)"]
     lines += ["", "## Data and model", "", "```json", json.dumps(facts, indent=2), "```",
               "", "## Config", "", "```json", config.to_json_best_effort(indent=2), "```", ""]
+    write_atomic(os.path.join(workdir, "facts.json"), json.dumps(facts, indent=2) + "\n")
     path = os.path.join(workdir, "report.md")
     write_atomic(path, "\n".join(lines))
     return path

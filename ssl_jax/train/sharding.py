@@ -74,6 +74,21 @@ class Parallel:
                        out_shardings=self.replicated)
 
 
+    def wrap_predict_step(self, predict_fn: Callable) -> Callable:
+        """predict_fn(params, batch) -> per-example arrays, left split like the batch."""
+        if self.mode == "pmap":
+            return jax.pmap(predict_fn, axis_name=DATA_AXIS)
+        return jax.jit(predict_fn, in_shardings=(self.replicated, self.batch_sharding),
+                       out_shardings=self.batch_sharding)
+
+    def get_batch(self, outputs) -> dict[str, np.ndarray]:
+        """Per-example outputs (split over devices) -> this process's numpy arrays."""
+        if self.mode == "pmap":
+            return {k: np.asarray(v).reshape((-1,) + v.shape[2:]) for k, v in outputs.items()}
+        return {k: np.concatenate([np.asarray(s.data) for s in v.addressable_shards])
+                for k, v in outputs.items()}
+
+
 def _first(out):
     state, metrics = out
     return state, jax.tree_util.tree_map(lambda x: x[0], metrics)

@@ -1,0 +1,16 @@
+"""GLUE RTE (entailment; accuracy): fine-tune a pre-trained BERT with the paper's recipe.
+
+    python launch.py --config experiments/finetune/rte.py:init=runs/quickstart/pretrain,path=glue_data/RTE --workdir runs/rte --sweep
+
+Without `path` the prepared TFDS dataset glue/rte is read (--config.finetune.data_dir=...).
+See experiments/finetune/common.py for every arg.
+"""
+from experiments.finetune import common
+
+
+def get_config(arg=None):
+    return common.config("glue/rte", arg)
+
+
+def get_sweep(arg=None):
+    return common.sweep(arg)

@@ -1,0 +1,16 @@
+"""GLUE WNLI (Winograd entailment; accuracy): fine-tune a pre-trained BERT with the paper's recipe.
+
+    python launch.py --config experiments/finetune/wnli.py:init=runs/quickstart/pretrain,path=glue_data/WNLI --workdir runs/wnli --sweep
+
+Without `path` the prepared TFDS dataset glue/wnli is read (--config.finetune.data_dir=...).
+See experiments/finetune/common.py for every arg.
+"""
+from experiments.finetune import common
+
+
+def get_config(arg=None):
+    return common.config("glue/wnli", arg)
+
+
+def get_sweep(arg=None):
+    return common.sweep(arg)

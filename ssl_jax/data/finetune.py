@@ -1,0 +1,312 @@
+"""Fine-tuning datasets: labelled examples -> fixed-length model features + a scorer.
+
+`finetune.dataset` names one source:
+  glue/<task>                 cola sst2 mrpc qqp stsb mnli qnli rte wnli (ssl_jax/data/glue.py)
+  squad/v1.1, squad/v2.0      extractive QA windows (ssl_jax/data/squad.py)
+  conll2003/ner, /pos         token tagging (ssl_jax/data/conll.py)
+  embedded/passage_source     label-free: which document of the embedded corpus a sentence
+                              comes from (the quickstart's transfer task)
+Each reads its released files from `finetune.path` (a directory; TSV/JSON/CoNLL text) or
+the prepared TFDS dataset under `finetune.data_dir`, and then:
+  texts()                 raw text, for a vocabulary when no pre-trained one is given
+  features(wordpiece, S)  (train features, eval features); every feature a dict of arrays
+  score(outputs)          the task's metrics of the model's eval outputs, in feature order
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from ssl_jax.data import conll, corpora, glue, squad
+from ssl_jax.eval import squad_metrics, task_metrics
+
+Feature = dict[str, np.ndarray]
+
+
+def encode_pair(wordpiece, a: np.ndarray, b: np.ndarray | None, max_seq_len: int) -> Feature:
+    """[CLS] a [SEP] (b [SEP]) padded to max_seq_len, segment ids 0 for a and 1 for b;
+    the longer of a and b is cut first (BERT's recipe)."""
+    a, b = list(a), (list(b) if b is not None else None)
+    budget = max_seq_len - (3 if b is not None else 2)
+    while len(a) + len(b or []) > budget:
+        (a if b is None or len(a) >= len(b) else b).pop()
+    ids = [wordpiece.cls_id] + a + [wordpiece.sep_id]
+    segments = [0] * len(ids)
+    if b is not None:
+        ids += b + [wordpiece.sep_id]
+        segments += [1] * (len(b) + 1)
+    pad = max_seq_len - len(ids)
+    return {"input_ids": np.asarray(ids + [wordpiece.pad_id] * pad, np.int32),
+            "segment_ids": np.asarray(segments + [0] * pad, np.int32),
+            "input_mask": np.asarray([1] * len(ids) + [0] * pad, np.int32)}
+
+
+class Source:
+    """One fine-tuning dataset (see the module docstring)."""
+
+    head: str = "sequence"  # BertWithHead head
+    num_outputs: int = 2
+    regression: bool = False
+    metric: str = "accuracy"  # the selection metric (higher is better), reported as eval_<metric>
+
+    def texts(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def features(self, wordpiece, max_seq_len: int) -> tuple[list[Feature], list[Feature]]:
+        raise NotImplementedError
+
+    def score(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {}
+
+
+class _Pairs(Source):
+    """Text (or text pair) classification/regression; eval splits scored separately (MNLI's
+    matched and mismatched: the first is `eval_<metric>`, others `eval_<split>_<metric>`)."""
+
+    metrics: tuple[str, ...] = ("accuracy",)
+
+    def __init__(self, train: list[dict], evals: dict[str, list[dict]],
+                 label_names: tuple[str, ...] | None):
+        if not train:
+            raise ValueError(f"{self.name}: the training split has no examples")
+        self.train, self.evals = train, evals
+        self.label_names = label_names
+        self.regression = label_names is None
+        self.num_outputs = 1 if self.regression else len(label_names)
+
+    def texts(self):
+        for e in self.train:
+            yield e["text_a"]
+            if e.get("text_b"):
+                yield e["text_b"]
+
+    def _encode(self, wordpiece, examples, max_seq_len):
+        a = wordpiece.encode_batch([e["text_a"] for e in examples])
+        pair = examples and examples[0].get("text_b") is not None
+        b = wordpiece.encode_batch([e["text_b"] for e in examples]) if pair else [None] * len(a)
+        out = []
+        for e, x, y in zip(examples, a, b):
+            f = encode_pair(wordpiece, x, y, max_seq_len)
+            f["label"] = np.asarray(e["label"], np.float32 if self.regression else np.int32)
+            out.append(f)
+        return out
+
+    def features(self, wordpiece, max_seq_len):
+        evals = [self._encode(wordpiece, ex, max_seq_len) for ex in self.evals.values()]
+        return (self._encode(wordpiece, self.train, max_seq_len),
+                [f for split in evals for f in split])
+
+    def score(self, outputs):
+        predictions, scores, start = outputs["prediction"], {}, 0
+        for n, (split, examples) in enumerate(self.evals.items()):
+            labels = np.asarray([e["label"] for e in examples])
+            stop = min(start + len(labels), len(predictions))  # num_eval_batches may cut
+            if stop > start:
+                got = self._metrics(predictions[start:stop], labels[:stop - start])
+                prefix = "" if n == 0 else f"{split}_"
+                scores.update({prefix + k: v for k, v in got.items()})
+            start += len(labels)
+        return scores
+
+    def _metrics(self, predictions, labels) -> dict[str, float]:
+        if self.regression:
+            return task_metrics.regression_metrics(predictions, labels)
+        return task_metrics.classification_metrics(self.metrics, predictions, labels)
+
+    def describe(self):
+        facts = {"train_examples": len(self.train),
+                 **{f"{k}_examples": len(v) for k, v in self.evals.items()},
+                 "labels": list(self.label_names) if self.label_names else "regression"}
+        first = next(iter(self.evals.values()), [])
+        if not self.regression and first:  # predicting the most frequent training label
+            counts = np.bincount([e["label"] for e in self.train], minlength=self.num_outputs)
+            hits = sum(e["label"] == int(np.argmax(counts)) for e in first)
+            facts["majority_class_accuracy"] = hits / len(first)
+        return facts
+
+
+class GlueSource(_Pairs):
+    def __init__(self, task: str, path: str | None, data_dir: str | None):
+        if task not in glue.GLUE_TASKS:
+            raise ValueError(f"finetune.dataset='glue/{task}': unknown GLUE task; expected one "
+                             f"of {sorted(glue.GLUE_TASKS)}")
+        spec = glue.GLUE_TASKS[task]
+        self.name = f"glue/{task}"
+        self.metrics = spec.metrics
+        self.metric = spec.metrics[0]
+        super().__init__(glue.load_glue(task, "train", path, data_dir),
+                         {s: glue.load_glue(task, s, path, data_dir) for s in spec.eval_splits},
+                         spec.label_names)
+
+
+class PassageSource(_Pairs):
+    """Label-free: each sentence of the `num_documents` longest documents of the corpus's
+    training split, labelled with its document; every `eval_every`-th sentence of each
+    document is held out. The section heading (each document's first line) is dropped."""
+
+    name = "embedded/passage_source"
+
+    def __init__(self, data_config, num_documents: int, eval_every: int = 5,
+                 min_chars: int = 20):
+        documents = corpora.load_documents(data_config, "train")
+        if num_documents < 2 or num_documents > len(documents):
+            raise ValueError(f"finetune.num_documents={num_documents}: expected 2 to "
+                             f"{len(documents)} (the corpus's training documents)")
+        order = sorted(range(len(documents)), key=lambda i: (-len(documents[i]), i))
+        train, held_out = [], []
+        for label, i in enumerate(order[:num_documents]):
+            sentences = [s for s in documents[i][1:] if len(s) >= min_chars]
+            for n, s in enumerate(sentences):
+                example = {"text_a": s, "text_b": None, "label": label}
+                (held_out if n % eval_every == eval_every - 1 else train).append(example)
+        self.documents = [documents[i][0] for i in order[:num_documents]]
+        super().__init__(train, {"validation": held_out},
+                         tuple(f"doc{k}" for k in range(num_documents)))
+
+    def describe(self):
+        return dict(super().describe(), documents=self.documents)
+
+
+class ConllSource(Source):
+    """CoNLL-2003 tagging: NER scored by seqeval entity F1, POS by token accuracy."""
+
+    head = "token"
+
+    def __init__(self, column: str, path: str | None, data_dir: str | None,
+                 eval_split: str = "validation"):
+        if column not in ("ner", "pos"):
+            raise ValueError(f"finetune.dataset='conll2003/{column}'; expected conll2003/ner "
+                             f"or conll2003/pos")
+        self.column = column
+        self.tags = tuple(conll.NER_TAGS if column == "ner" else conll.POS_TAGS)
+        self.num_outputs = len(self.tags)
+        self.metric = "f1" if column == "ner" else "accuracy"
+        self.train = conll.load_conll2003("train", path, data_dir)
+        self.eval = conll.load_conll2003(eval_split, path, data_dir)
+        if not self.train:
+            raise ValueError(f"conll2003/{column}: the training split has no sentences")
+        index = {t: i for i, t in enumerate(self.tags)}
+        for split in (self.train, self.eval):
+            for s in split:
+                unknown = sorted(set(s[column]) - set(index))
+                if unknown:
+                    raise ValueError(f"conll2003/{column}: unknown tags {unknown}; expected "
+                                     f"the tag set {list(self.tags)}")
+        self.index = index
+        self.eval_encoded: list[Feature] = []
+
+    def texts(self):
+        for s in self.train:
+            yield " ".join(s["words"])
+
+    def _encode(self, wordpiece, sentences, max_seq_len):
+        out = []
+        for s in sentences:
+            e = conll.encode_words(wordpiece, s["words"], [self.index[t] for t in s[self.column]],
+                                   max_seq_len)
+            out.append(e)
+        return out
+
+    def features(self, wordpiece, max_seq_len):
+        train = self._encode(wordpiece, self.train, max_seq_len)
+        self.eval_encoded = self._encode(wordpiece, self.eval, max_seq_len)
+        keep = ("input_ids", "segment_ids", "input_mask", "labels")
+        return ([{k: e[k] for k in keep} for e in train],
+                [{k: e[k] for k in keep} for e in self.eval_encoded])
+
+    def score(self, outputs):
+        fallback = self.index["O"] if "O" in self.index else 0
+        true, pred = [], []
+        for s, encoded, tokens in zip(self.eval, self.eval_encoded, outputs["prediction"]):
+            ids = conll.word_predictions(tokens, encoded, len(s["words"]), fallback)
+            true.append(list(s[self.column]))
+            pred.append([self.tags[i] for i in ids])
+        if self.column == "pos":
+            return {"accuracy": task_metrics.token_accuracy(true, pred)}
+        scores = task_metrics.entity_metrics(true, pred)
+        scores["token_accuracy"] = task_metrics.token_accuracy(true, pred)
+        return scores
+
+    def describe(self):
+        return {"train_sentences": len(self.train), "eval_sentences": len(self.eval),
+                "tags": list(self.tags)}
+
+
+class SquadSource(Source):
+    """SQuAD v1.1/v2.0: windows of question + passage, start/end logits, n-best decoding."""
+
+    head = "span"
+    num_outputs = 2
+    metric = "f1"
+
+    def __init__(self, version: str, path: str | None, data_dir: str | None, ft):
+        if version not in ("v1.1", "v2.0"):
+            raise ValueError(f"finetune.dataset='squad/{version}'; expected squad/v1.1 or "
+                             f"squad/v2.0")
+        self.version = version[1:]
+        files = ({"train": f"{path}/train-{version}.json",
+                  "validation": f"{path}/dev-{version}.json"} if path else {})
+        self.train = squad.load_squad(self.version, "train", files.get("train"), data_dir)
+        self.eval = squad.load_squad(self.version, "validation", files.get("validation"),
+                                     data_dir)
+        self.ft = ft
+        self.eval_meta: list[dict] = []
+
+    def texts(self):
+        for e in self.train:
+            yield e["question"]
+            yield e["context"]
+
+    def features(self, wordpiece, max_seq_len):
+        kw = dict(max_seq_len=max_seq_len, doc_stride=self.ft.doc_stride,
+                  max_query_len=self.ft.max_query_len)
+        train, _ = squad.featurize(self.train, wordpiece, train=True, **kw)
+        evals, self.eval_meta = squad.featurize(self.eval, wordpiece, train=False, **kw)
+        return train, evals
+
+    def score(self, outputs):
+        n = len(outputs["start_logits"])  # < all windows when num_eval_batches cuts the eval
+        cut = self.eval_meta[n]["example_index"] if n < len(self.eval_meta) else None
+        keep = [f for f in range(n) if self.eval_meta[f]["example_index"] != cut]
+        if not keep:
+            return {}
+        order = sorted({self.eval_meta[f]["example_index"] for f in keep})
+        position = {index: i for i, index in enumerate(order)}  # examples scored -> 0..k-1
+        examples = [self.eval[i] for i in order]
+        meta = [dict(self.eval_meta[f], example_index=position[self.eval_meta[f]["example_index"]])
+                for f in keep]
+        version_2 = self.version == "2.0"
+        predictions = squad.decode(
+            examples, meta, outputs["start_logits"][keep], outputs["end_logits"][keep],
+            n_best=self.ft.n_best, max_answer_len=self.ft.max_answer_len, version_2=version_2,
+            null_score_diff_threshold=self.ft.null_score_diff_threshold)
+        return squad_metrics.squad_scores(examples, predictions, version_2=version_2)
+
+    def describe(self):
+        return {"train_questions": len(self.train), "eval_questions": len(self.eval),
+                "eval_windows": len(self.eval_meta)}
+
+
+def load_source(ft, data_config=None) -> Source:
+    """config.finetune -> its Source (reads the data; raises on a bad name or file)."""
+    family, _, name = ft.dataset.partition("/")
+    path, data_dir = ft.get("path") or None, ft.get("data_dir") or None
+    if family == "glue":
+        return GlueSource(name, path, data_dir)
+    if family == "squad":
+        return SquadSource(name, path, data_dir, ft)
+    if family == "conll2003":
+        return ConllSource(name, path, data_dir)
+    if ft.dataset == "embedded/passage_source":
+        return PassageSource(data_config, ft.num_documents)
+    raise ValueError(f"finetune.dataset={ft.dataset!r}; expected glue/<task>, squad/v1.1, "
+                     f"squad/v2.0, conll2003/ner, conll2003/pos or embedded/passage_source")
+
+
+def steps_for_epochs(num_examples: int, epochs: float, batch_size: int) -> int:
+    return max(1, math.ceil(epochs * num_examples / batch_size))

@@ -1,0 +1,135 @@
+"""Fine-tuning: heads, transfer from a pre-training run, freezing, layer-wise decay, the
+task pipelines on fixture files in the real formats, and pre-training helping."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ssl_jax import config as config_lib
+from ssl_jax.tasks.finetune import FinetuneTask, encoder_multipliers
+from ssl_jax.train.checkpoint import Checkpointer
+from ssl_jax.train.loop import train_and_evaluate
+from tests.conftest import ROOT
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+SMALL = {"max_seq_len": "64", "batch_size": "8", "data.vocab_size": "2000",
+         "num_eval_batches": "None", "data_threads": "1", "log_every_steps": "1",
+         "model.dropout_rate": "0.0", "model.attention_dropout_rate": "0.0"}
+
+
+def ft_config(spec: str, **fields):
+    """experiments/finetune/<spec> at test size."""
+    overrides = dict(SMALL, **{k: str(v) for k, v in fields.items()})
+    return config_lib.load_config(os.path.join(ROOT, "experiments/finetune", spec),
+                                  list(overrides.items()))
+
+
+def passage_config(init: str, steps: int, **fields):
+    """The quickstart's label-free task (which document a sentence comes from)."""
+    config = config_lib.load_config(os.path.join(ROOT, "experiments/quickstart.py")).finetune
+    config.finetune.init = init
+    config_lib.apply_overrides(config, list(dict(
+        SMALL, num_train_steps=str(steps), eval_every_steps=str(steps),
+        checkpoint_every_steps=str(steps), batch_size="32",
+        **{k: str(v) for k, v in fields.items()}).items()))
+    return config
+
+
+def final_params(workdir: str, task) -> dict:
+    abstract = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    params = ckpt.restore_params(abstract, ckpt.latest_step())
+    ckpt.close()
+    return jax.device_get(params)
+
+
+def pretrained_encoder(workdir: str) -> dict:
+    from ssl_jax.interop.pretrained import load_pretrained
+    return jax.device_get(load_pretrained(workdir).params["encoder"])
+
+
+def same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
+                                                    jax.tree_util.tree_leaves(b)))
+
+
+def test_multipliers_by_hand():
+    params = {"encoder": {"embeddings": {"w": np.zeros(2)},
+                          "stack": {f"layer_{i}": {"w": np.zeros(2)} for i in range(3)},
+                          "pooler": {"w": np.zeros(2)}},
+              "classifier": {"w": np.zeros(2)}}
+    m = encoder_multipliers(params, 3, layer_decay=0.5)  # depth: emb 0, layer i i+1, top 4
+    assert float(m["classifier"]["w"]) == 1.0 and float(m["encoder"]["pooler"]["w"]) == 1.0
+    assert [float(m["encoder"]["stack"][f"layer_{i}"]["w"]) for i in range(3)] == [
+        0.5 ** 3, 0.5 ** 2, 0.5]
+    assert float(m["encoder"]["embeddings"]["w"]) == 0.5 ** 4
+    m = encoder_multipliers(params, 3, freeze_embeddings=True, freeze_layers=2)
+    assert [float(m["encoder"]["stack"][f"layer_{i}"]["w"]) for i in range(3)] == [0, 0, 1]
+    assert float(m["encoder"]["embeddings"]["w"]) == 0.0
+    m = encoder_multipliers(params, 3, freeze_layers=1)  # layers only: embeddings train
+    assert float(m["encoder"]["embeddings"]["w"]) == 1.0
+    m = encoder_multipliers(params, 3, linear_probe=True)
+    assert all(float(x) == 0 for x in jax.tree_util.tree_leaves(m["encoder"]))
+    assert float(m["classifier"]["w"]) == 1.0
+    scanned = {"encoder": {"stack": {"layers": {"w": np.zeros((3, 4, 5))}}}}
+    m = encoder_multipliers(scanned, 3, freeze_layers=1, layer_decay=0.5)
+    assert m["encoder"]["stack"]["layers"]["w"].shape == (3, 1, 1)
+    np.testing.assert_array_equal(m["encoder"]["stack"]["layers"]["w"].ravel(), [0, 0.25, 0.5])
+    with pytest.raises(ValueError, match="freeze_layers=4"):
+        encoder_multipliers(params, 3, freeze_layers=4)
+    with pytest.raises(ValueError, match="layer_decay=0"):
+        encoder_multipliers(params, 3, layer_decay=0.0)
+
+
+def test_frozen_parameters_stay_bit_identical(pretrained_tiny, tmp_path):
+    workdir = pretrained_tiny[0]
+    encoder = pretrained_encoder(workdir)
+    config = passage_config(workdir, 4, **{"finetune.freeze_embeddings": True,
+                                           "finetune.freeze_layers": 1,
+                                           "finetune.num_documents": 4})
+    task = FinetuneTask(config, str(tmp_path / "frozen"))
+    train_and_evaluate(config, str(tmp_path / "frozen"), task=task, progress=False)
+    after = final_params(str(tmp_path / "frozen"), task)
+    assert same(after["encoder"]["embeddings"], encoder["embeddings"])
+    assert same(after["encoder"]["stack"]["layer_0"], encoder["stack"]["layer_0"])
+    assert not same(after["encoder"]["stack"]["layer_1"], encoder["stack"]["layer_1"])
+
+    config = passage_config(workdir, 4, **{"finetune.linear_probe": True,
+                                           "finetune.num_documents": 4})
+    task = FinetuneTask(config, str(tmp_path / "probe"))
+    train_and_evaluate(config, str(tmp_path / "probe"), task=task, progress=False)
+    after = final_params(str(tmp_path / "probe"), task)
+    assert same(after["encoder"], encoder)  # the whole encoder, pooler included
+    fresh = jax.device_get(jax.jit(task.init_params)(jax.random.PRNGKey(config.seed)))
+    assert not same(after["classifier"], fresh["classifier"])
+
+
+@pytest.fixture(scope="module")
+def transfer_runs(pretrained_tiny, tmp_path_factory):
+    """The quickstart's task from the tiny pre-trained run and from random init."""
+    workdir = pretrained_tiny[0]
+    out = {}
+    for stage in ("pretrained", "random_init"):
+        config = passage_config(workdir, 150, **{"finetune.random_init": stage == "random_init",
+                                                 "finetune.num_documents": 8,
+                                                 "optimizer.learning_rate": 1e-3})
+        run_dir = str(tmp_path_factory.mktemp(stage))
+        out[stage] = train_and_evaluate(config, run_dir, progress=False)
+        with open(os.path.join(run_dir, "facts.json")) as f:
+            out["facts"] = json.load(f)
+    return out
+
+
+def test_finetuning_from_pretraining_beats_the_majority_class(transfer_runs):
+    majority = transfer_runs["facts"]["majority_class_accuracy"]
+    accuracy = transfer_runs["pretrained"]["eval_accuracy"]
+    assert transfer_runs["pretrained"]["selection"] == "eval_accuracy:max"
+    assert accuracy > majority + 0.15, (accuracy, majority)
+
+
+def test_pretraining_helps(transfer_runs):
+    pretrained = transfer_runs["pretrained"]["eval_accuracy"]
+    random_init = transfer_runs["random_init"]["eval_accuracy"]
+    assert pretrained > random_init + 0.05, (pretrained, random_init)
