@@ -1,5 +1,5 @@
-"""Fine-tuning: heads, transfer from a pre-training run, freezing, layer-wise decay, the
-task pipelines on fixture files in the real formats, and pre-training helping."""
+"""Fine-tuning: transfer from a pre-training run, freezing, linear probes, layer-wise decay,
+and a fine-tuned model beating the majority class."""
 import json
 import os
 
@@ -106,30 +106,47 @@ def test_frozen_parameters_stay_bit_identical(pretrained_tiny, tmp_path):
     assert not same(after["classifier"], fresh["classifier"])
 
 
-@pytest.fixture(scope="module")
-def transfer_runs(pretrained_tiny, tmp_path_factory):
-    """The quickstart's task from the tiny pre-trained run and from random init."""
-    workdir = pretrained_tiny[0]
-    out = {}
-    for stage in ("pretrained", "random_init"):
-        config = passage_config(workdir, 150, **{"finetune.random_init": stage == "random_init",
-                                                 "finetune.num_documents": 8,
-                                                 "optimizer.learning_rate": 1e-3})
-        run_dir = str(tmp_path_factory.mktemp(stage))
-        out[stage] = train_and_evaluate(config, run_dir, progress=False)
-        with open(os.path.join(run_dir, "facts.json")) as f:
-            out["facts"] = json.load(f)
-    return out
+def test_finetuning_from_pretraining_beats_the_majority_class(pretrained_tiny, tmp_path):
+    """The quickstart's task from the tiny pre-trained run (measured: 0.60 vs 0.24)."""
+    config = passage_config(pretrained_tiny[0], 150, **{"finetune.num_documents": 8,
+                                                        "optimizer.learning_rate": 1e-3})
+    summary = train_and_evaluate(config, str(tmp_path), progress=False)
+    with open(tmp_path / "facts.json") as f:
+        majority = json.load(f)["majority_class_accuracy"]
+    assert summary["selection"] == "eval_accuracy:max"
+    assert summary["eval_accuracy"] > majority + 0.2, (summary["eval_accuracy"], majority)
 
 
-def test_finetuning_from_pretraining_beats_the_majority_class(transfer_runs):
-    majority = transfer_runs["facts"]["majority_class_accuracy"]
-    accuracy = transfer_runs["pretrained"]["eval_accuracy"]
-    assert transfer_runs["pretrained"]["selection"] == "eval_accuracy:max"
-    assert accuracy > majority + 0.15, (accuracy, majority)
+def test_eval_scores_every_split_from_the_predictions(tmp_path):
+    """MNLI (released TSVs): the loop's eval (padded batches, predict + score) equals the
+    metrics computed here from the model's own logits, matched and mismatched apart; the
+    cross-entropy stat equals the hand-computed mean."""
+    from ssl_jax.data import glue
+    from ssl_jax.train.loop import evaluate
+    from ssl_jax.train.sharding import Parallel
+    from ssl_jax.train.step import make_eval_step
 
-
-def test_pretraining_helps(transfer_runs):
-    pretrained = transfer_runs["pretrained"]["eval_accuracy"]
-    random_init = transfer_runs["random_init"]["eval_accuracy"]
-    assert pretrained > random_init + 0.05, (pretrained, random_init)
+    config = ft_config("mnli.py:variant=tiny,steps=2",
+                       **{"finetune.path": os.path.join(FIXTURES, "glue", "MNLI"),
+                          "batch_size": "4"})
+    task = FinetuneTask(config, str(tmp_path))
+    params = jax.jit(task.init_params)(jax.random.PRNGKey(3))
+    parallel = Parallel("jit")
+    got = evaluate(task, parallel, parallel.wrap_eval_step(make_eval_step(task)), params, 4,
+                   predict_step=parallel.wrap_predict_step(task.predict))
+    features = task.eval_examples()
+    batch = {k: np.stack([f[k] for f in features]) for k in features[0]}
+    logits = np.asarray(task.build_model(train=False).apply({"params": params},
+                                                            **task.model_inputs(batch)))
+    predictions = logits.argmax(-1)
+    matched = glue.load_glue("mnli", "validation_matched", os.path.join(FIXTURES, "glue", "MNLI"))
+    n = len(matched)
+    labels = batch["label"]
+    assert len(features) > n  # mismatched follows matched
+    assert got["eval_accuracy"] == pytest.approx(np.mean(predictions[:n] == labels[:n]))
+    assert got["eval_validation_mismatched_accuracy"] == pytest.approx(
+        np.mean(predictions[n:] == labels[n:]))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -log_probs[np.arange(len(labels)), labels].mean()
+    assert got["eval_loss"] == pytest.approx(nll, rel=1e-5)
+    assert task.best_metric == "eval_accuracy" and task.best_mode == "max"

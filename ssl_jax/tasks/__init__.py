@@ -1,15 +1,17 @@
-"""Tasks: what is learned (model, batches, loss, metrics). Registry keyed by config.task."""
+"""Tasks: what is learned (model, batches, loss, metrics). Registry keyed by config.task.
+
+Imported on demand, so a run (or a tool loading a workdir) pays only for its own task's
+dependencies (fine-tuning pulls in scikit-learn, scipy and seqeval)."""
 from __future__ import annotations
 
-from ssl_jax.tasks.base import Task
-from ssl_jax.tasks.bert_pretrain import BertPretrainTask
-from ssl_jax.tasks.finetune import FinetuneTask
-from ssl_jax.tasks.gpt_pretrain import GptPretrainTask
+import importlib
 
-REGISTRY: dict[str, type[Task]] = {
-    "bert_pretrain": BertPretrainTask,
-    "gpt_pretrain": GptPretrainTask,
-    "finetune": FinetuneTask,
+from ssl_jax.tasks.base import Task
+
+REGISTRY: dict[str, str] = {
+    "bert_pretrain": "ssl_jax.tasks.bert_pretrain:BertPretrainTask",
+    "gpt_pretrain": "ssl_jax.tasks.gpt_pretrain:GptPretrainTask",
+    "finetune": "ssl_jax.tasks.finetune:FinetuneTask",
 }
 
 
@@ -17,4 +19,5 @@ def get_task(name: str) -> type[Task]:
     if name not in REGISTRY:
         raise ValueError(f"config.task={name!r} is not a known task; expected one of "
                          f"{sorted(REGISTRY)}")
-    return REGISTRY[name]
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
