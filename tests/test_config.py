@@ -185,3 +185,16 @@ def test_launch_sweep_writes_the_comparison(tmp_path, workers):
     assert (workdir / "nsp=False" / "report.md").exists()
     table = (workdir / "sweep.md").read_text()
     assert "| mask_rate=0.15 | completed |" in table and "Best point by eval_loss" in table
+
+
+def test_best_sweep_point_follows_the_selection_metric():
+    from ssl_jax.sweep import best_row
+
+    rows = [{"name": "lr=5e-05", "selection": "eval_accuracy:max", "eval_accuracy": 0.61},
+            {"name": "lr=3e-05", "selection": "eval_accuracy:max", "eval_accuracy": 0.66},
+            {"name": "lr=2e-05", "status": "failed: ValueError"}]
+    assert best_row(rows)["name"] == "lr=3e-05"
+    rows = [{"name": "a", "selection": "eval_loss:min", "eval_loss": 2.0},
+            {"name": "b", "selection": "eval_loss:min", "eval_loss": 1.5}]
+    assert best_row(rows)["name"] == "b"
+    assert best_row([{"name": "x", "status": "failed"}]) is None

@@ -4,7 +4,9 @@ config.finetune:
   dataset                 see ssl_jax/data/finetune.py (glue/..., squad/..., conll2003/...)
   path, data_dir          released files (a directory) or the TFDS data dir
   init                    a pre-training workdir or an HF-format directory: its encoder
-                          weights, model config and vocabulary; "" = a random encoder of
+                          weights, architecture and vocabulary (layers converted to
+                          model.scan_layers' layout; dropout and dtypes from config.model);
+                          "" = a random encoder of
                           config.model's size with data.vocab_path or a vocabulary trained on
                           the task's training text
   random_init             True: take init's config and vocabulary but not its weights (the
@@ -86,7 +88,7 @@ class FinetuneTask(Task):
         self.pretrained = None
         if ft.init:
             from ssl_jax.interop.pretrained import load_pretrained
-            self.pretrained = load_pretrained(ft.init)
+            self.pretrained = load_pretrained(ft.init, scan_layers=config.model.scan_layers)
             if self.pretrained.kind != "bert":
                 raise ValueError(f"finetune.init={ft.init!r} is a {self.pretrained.kind} "
                                  f"model; fine-tuning heads need a BERT encoder")
