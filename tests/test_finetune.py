@@ -150,3 +150,26 @@ def test_eval_scores_every_split_from_the_predictions(tmp_path):
     nll = -log_probs[np.arange(len(labels)), labels].mean()
     assert got["eval_loss"] == pytest.approx(nll, rel=1e-5)
     assert task.best_metric == "eval_accuracy" and task.best_mode == "max"
+
+
+@pytest.mark.parametrize("arg,fields,message", [
+    ("variant=tiny", {"finetune.dataset": "glue/colaa"}, "unknown GLUE task 'colaa'"),
+    ("variant=tiny", {"finetune.dataset": "imdb"}, "finetune.dataset='imdb'"),
+    ("variant=tiny,path=/nonexistent/MRPC", {}, "/nonexistent/MRPC"),
+    ("init=/nonexistent/run", {}, "'/nonexistent/run' is not a directory"),
+    ("variant=tiny,random_init=True", {}, "finetune.random_init=True needs finetune.init"),
+    ("variant=tiny,freeze_layers=5", {}, "finetune.freeze_layers=5: expected 0 to 2"),
+    ("variant=tiny,layer_decay=1.5", {}, "finetune.layer_decay=1.5"),
+    ("variant=tiny,pooling=max", {}, "finetune.pooling='max'"),
+])
+def test_bad_finetune_input_fails_before_training(arg, fields, message, tmp_path, capsys):
+    import launch
+
+    if "path=" not in arg:
+        arg += ",path=" + os.path.join(FIXTURES, "glue", "MRPC")
+    code = launch.main(["--config", os.path.join(ROOT, "experiments/finetune/mrpc.py:" + arg),
+                        "--workdir", str(tmp_path / "run"), "--no-progress"]
+                       + [f"--config.{k}={v}" for k, v in fields.items()])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,4 +1,5 @@
-"""jit over an 8-device mesh, pmap over 8 devices and one device give the same losses."""
+"""jit over an 8-device mesh, pmap over 8 devices and one device give the same losses and
+(fine-tuning) the same scored predictions."""
 import json
 import os
 import subprocess
@@ -9,9 +10,13 @@ import numpy as np
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
 from tests.conftest import ROOT, tiny_config
+from tests.test_finetune import FIXTURES, ft_config
 
 FIELDS = {"num_train_steps": 3, "model.dropout_rate": 0.0, "model.attention_dropout_rate": 0.0,
           "eval_every_steps": 3, "checkpoint_every_steps": 3}
+FINETUNE = ("mrpc.py:variant=tiny,steps=3",
+            {"finetune.path": os.path.join(FIXTURES, "glue", "MRPC"), "eval_every_steps": 3})
+COMPARED = ("eval_loss", "eval_accuracy", "eval_f1")
 
 _CHILD = r"""
 import json, os, sys
@@ -21,29 +26,48 @@ assert jax.device_count() == 8, jax.devices()
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
 from tests.conftest import tiny_config
+from tests.test_finetune import ft_config
 os.environ["SSL_JAX_DATA_DIR"] = {data_dir!r}
 out = {{}}
 for mode in ("jit", "pmap"):
-    workdir = os.path.join({tmp!r}, mode)
-    summary = train_and_evaluate(tiny_config(parallel=mode, **{fields!r}), workdir, progress=False)
-    out[mode] = {{"losses": [r["loss"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))],
-                 "eval_loss": summary["eval_loss"]}}
+    for kind, config in (("pretrain", tiny_config(parallel=mode, **{fields!r})),
+                         ("finetune", ft_config({spec!r}, parallel=mode, **{ft_fields!r}))):
+        workdir = os.path.join({tmp!r}, mode + kind)
+        summary = train_and_evaluate(config, workdir, progress=False)
+        out[mode + kind] = dict(
+            losses=[r["loss"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))],
+            **{{k: summary[k] for k in {compared!r} if k in summary}})
 print(json.dumps(out))
 """
 
 
+def _run(kind, config, workdir):
+    summary = train_and_evaluate(config, workdir, progress=False)
+    losses = [r["loss"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))]
+    return dict(losses=losses, **{k: summary[k] for k in COMPARED if k in summary})
+
+
 def test_pmap_equals_jit_equals_one_device(tmp_path):
-    single = train_and_evaluate(tiny_config(**FIELDS), str(tmp_path / "single"), progress=False)
-    single_losses = [r["loss"] for r in read_metrics(str(tmp_path / "single/metrics.jsonl"))]
+    single = {"pretrain": _run("pretrain", tiny_config(**FIELDS), str(tmp_path / "single")),
+              "finetune": _run("finetune", ft_config(FINETUNE[0], **FINETUNE[1]),
+                               str(tmp_path / "single_ft"))}
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
-    code = _CHILD.format(root=ROOT, tmp=str(tmp_path), fields=FIELDS,
+    code = _CHILD.format(root=ROOT, tmp=str(tmp_path), fields=FIELDS, spec=FINETUNE[0],
+                         ft_fields=FINETUNE[1], compared=COMPARED,
                          data_dir=os.environ["SSL_JAX_DATA_DIR"])
     child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, timeout=600)
     assert child.returncode == 0, child.stderr[-3000:]
     out = json.loads(child.stdout.strip().splitlines()[-1])
-    assert len(single_losses) == 3
+    assert len(single["pretrain"]["losses"]) == 3
+    assert {"eval_accuracy", "eval_f1"} <= set(single["finetune"])
     for mode in ("jit", "pmap"):
-        np.testing.assert_allclose(out[mode]["losses"], single_losses, rtol=2e-5, err_msg=mode)
-        np.testing.assert_allclose(out[mode]["eval_loss"], single["eval_loss"], rtol=2e-5)
+        for kind, reference in single.items():
+            got = out[mode + kind]
+            np.testing.assert_allclose(got["losses"], reference["losses"], rtol=2e-5,
+                                       err_msg=mode + kind)
+            for k in COMPARED:
+                if k in reference:
+                    np.testing.assert_allclose(got[k], reference[k], rtol=2e-5,
+                                               err_msg=f"{mode} {kind} {k}")

@@ -12,7 +12,7 @@ def test_preview_statistics_match_the_config():
     out = subprocess.run(
         [sys.executable, "-m", "ssl_jax.data.preview", "--config",
          os.path.join(ROOT, "experiments/quickstart.py"), "--num", "2",
-         "--config.data.vocab_size=3000", "--config.data.dupe_factor=3"],
+         "--config.pretrain.data.vocab_size=3000", "--config.pretrain.data.dupe_factor=3"],
         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
@@ -30,6 +30,6 @@ def test_preview_statistics_match_the_config():
 def test_preview_rejects_a_bad_config():
     out = subprocess.run([sys.executable, "-m", "ssl_jax.data.preview", "--config",
                           os.path.join(ROOT, "experiments/quickstart.py"),
-                          "--config.data.mask_rate=2"], env=dict(os.environ, PYTHONPATH=ROOT),
+                          "--config.pretrain.data.mask_rate=2"], env=dict(os.environ, PYTHONPATH=ROOT),
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 2 and "data.mask_rate=2.0 must be in (0, 1)" in out.stderr

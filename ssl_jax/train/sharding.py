@@ -82,11 +82,13 @@ class Parallel:
                        out_shardings=self.batch_sharding)
 
     def get_batch(self, outputs) -> dict[str, np.ndarray]:
-        """Per-example outputs (split over devices) -> this process's numpy arrays."""
+        """Per-example outputs (split over devices) -> numpy arrays in batch order."""
         if self.mode == "pmap":
             return {k: np.asarray(v).reshape((-1,) + v.shape[2:]) for k, v in outputs.items()}
-        return {k: np.concatenate([np.asarray(s.data) for s in v.addressable_shards])
-                for k, v in outputs.items()}
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            outputs = multihost_utils.process_allgather(outputs, tiled=True)
+        return {k: np.asarray(jax.device_get(v)) for k, v in outputs.items()}
 
 
 def _first(out):
