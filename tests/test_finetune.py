@@ -153,7 +153,7 @@ def test_eval_scores_every_split_from_the_predictions(tmp_path):
 
 
 @pytest.mark.parametrize("arg,fields,message", [
-    ("variant=tiny", {"finetune.dataset": "glue/colaa"}, "unknown GLUE task 'colaa'"),
+    ("variant=tiny", {"finetune.dataset": "glue/colaa"}, "finetune.dataset='glue/colaa': unknown GLUE task"),
     ("variant=tiny", {"finetune.dataset": "imdb"}, "finetune.dataset='imdb'"),
     ("variant=tiny,path=/nonexistent/MRPC", {}, "/nonexistent/MRPC"),
     ("init=/nonexistent/run", {}, "'/nonexistent/run' is not a directory"),

@@ -20,6 +20,7 @@ config.num_train_epochs > 0 sets num_train_steps (and evaluates once per epoch).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data import finetune as finetune_data
-from ssl_jax.data import tokenizer
+from ssl_jax.data import corpora, tokenizer
 from ssl_jax.data.batching import training_batches
 from ssl_jax.models.bert import BertConfig
 from ssl_jax.models.heads import BertWithHead
@@ -100,9 +101,13 @@ class FinetuneTask(Task):
                 raise ValueError("finetune.random_init=True needs finetune.init (the model "
                                  "whose size and vocabulary the random encoder takes)")
             check_model_sizes(config.model)
+            # cached by the training text's contents (like pre-training's vocabulary), so
+            # sweep points and re-runs share one
+            digest = hashlib.sha256("\n".join(self.source.texts()).encode()).hexdigest()
             self.wordpiece = tokenizer.load_or_train(
                 config.data, os.path.join(workdir, "tokenizer"), self.source.texts,
-                f"finetune/{ft.dataset}/{ft.get('path')}", None)
+                f"finetune/{ft.dataset}/{digest[:16]}",
+                config.data.get("data_dir") or corpora.default_data_dir())
             self.model_config = bert_config(config.model, self.wordpiece.vocab_size)
         if config.max_seq_len > self.model_config.max_position_embeddings:
             raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the encoder's position "
