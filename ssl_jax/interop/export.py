@@ -17,7 +17,8 @@ import sys
 
 def export(workdir: str, output: str, step: int | None = None) -> str:
     """Writes `workdir`'s best (or `step`) checkpoint to `output`; returns what was written."""
-    from ssl_jax.interop import check_new_directory, hf_bert, hf_gpt2
+    from ssl_jax.interop import hf_bert, hf_gpt2
+    from ssl_jax.interop.hf_format import check_new_directory
     from ssl_jax.interop.pretrained import load_pretrained
 
     check_new_directory(output)  # before the checkpoint is read

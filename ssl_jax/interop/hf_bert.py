@@ -6,7 +6,7 @@ config.json + model.safetensors + vocab.txt (+ tokenizer_config.json).
 
 PyTorch Linear weights are [out, in] (ours [in, out]); our q/k/v kernels are [hidden, heads,
 head_dim] and the attention output kernel [heads, head_dim, hidden]; the MLM decoder is
-tied to the word embeddings. Each rule below serves both directions (interop.Rule).
+tied to the word embeddings. Each rule below serves both directions (hf_format.Rule).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from tokenizers import normalizers, pre_tokenizers
 
 from ssl_jax.data import tokenizer as wordpiece_lib
-from ssl_jax.interop import (LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied,
+from ssl_jax.interop.hf_format import (LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied,
                              config_field, copy, expected_shapes, export_tensors, flat,
                              import_tensors, json_text, layout_fields, linear, publish,
                              read_json, read_layout, read_tensors, safetensors_bytes,

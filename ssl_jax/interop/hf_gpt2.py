@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.data import bpe as bpe_lib
-from ssl_jax.interop import (LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied,
+from ssl_jax.interop.hf_format import (LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied,
                              config_field, conv1d, copy, expected_shapes, export_tensors, fused,
                              import_tensors, json_text, layout_fields, publish, read_json,
                              read_layout, read_tensors, safetensors_bytes, stack_layers,
