@@ -74,7 +74,8 @@ def encoder_multipliers(params, num_layers: int, *, freeze_embeddings: bool = Fa
     return jax.tree_util.tree_map_with_path(multiplier, params)
 
 
-def _frozen(multipliers) -> jax.tree_util.PyTreeDef:
+def _frozen(multipliers):
+    """A tree of bools: True where a parameter's multiplier is 0 everywhere."""
     return jax.tree_util.tree_map(lambda m: bool(np.all(np.asarray(m) == 0)), multipliers)
 
 
