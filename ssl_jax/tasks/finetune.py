@@ -113,11 +113,11 @@ class FinetuneTask(Task):
         if config.max_seq_len > self.model_config.max_position_embeddings:
             raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the encoder's position "
                              f"table ({self.model_config.max_position_embeddings})")
+        self._check_head(ft)
         self.train_features, self.eval_features = self.source.features(
             self.wordpiece, config.max_seq_len)
         if not self.train_features:
             raise ValueError(f"finetune.dataset={ft.dataset!r} yields no training example")
-        self._check_head(ft)
         self.regression = self.source.regression
         self.loss_terms = ("loss_mse",) if self.regression else ("loss_ce",)
         self.best_metric = f"eval_{self.source.metric}"
