@@ -1,0 +1,117 @@
+"""Image encoders for the vision pretext tasks: a ViT on the shared transformer Stack
+(Dosovitskiy et al. 2021) and a small AlexNet-style conv-net (the jigsaw and context-encoder
+papers used AlexNet)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models.transformer import TransformerConfig
+
+Array = jax.Array
+
+# CPU sizes first (32 x 32 images, 4 x 4 patches), then the paper's.
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "vit-tiny": dict(num_layers=4, hidden_size=128, num_heads=4, patch_size=4),
+    "vit-mini": dict(num_layers=6, hidden_size=192, num_heads=3, patch_size=4),
+    "vit-s/16": dict(num_layers=12, hidden_size=384, num_heads=6, patch_size=16),
+    "vit-b/16": dict(num_layers=12, hidden_size=768, num_heads=12, patch_size=16),
+    "vit-l/16": dict(num_layers=24, hidden_size=1024, num_heads=16, patch_size=16),
+}
+POOLINGS = ("cls", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class VitConfig(TransformerConfig):
+    """Pre-LN ViT: patches -> linear embedding + learned positions (+ [CLS]) -> Stack -> LN."""
+
+    image_size: int = 32
+    patch_size: int = 4
+    channels: int = 3
+    pooling: str = "cls"  # "cls": the [CLS] token; "mean": the mean of the patch tokens
+    layer_norm_eps: float = 1e-6
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.image_size % self.patch_size:
+            raise ValueError(f"model.patch_size={self.patch_size} does not divide "
+                             f"image_size={self.image_size}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling={self.pooling!r}; expected one of {POOLINGS}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def patchify(images: Array, patch: int) -> Array:
+    """[batch, H, W, C] -> [batch, (H/p)*(W/p), p*p*C], patches in row-major order."""
+    b, h, w, c = images.shape
+    x = images.reshape(b, h // patch, patch, w // patch, patch, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+class Vit(nn.Module):
+    """Returns (tokens [batch, tokens, hidden] after the final LN, pooled [batch, hidden]).
+
+    keep [batch, K] (optional): only these patches enter the encoder, each with its own
+    position embedding (MAE's encoder sees the visible 25%)."""
+
+    config: VitConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, images: Array, keep: Array | None = None) -> tuple[Array, Array]:
+        c = self.config
+        if images.shape[1:] != (c.image_size, c.image_size, c.channels):
+            raise ValueError(f"images of shape {images.shape[1:]}; the model expects "
+                             f"{(c.image_size, c.image_size, c.channels)}")
+        init = nn.initializers.truncated_normal(c.initializer_range)
+        patches = patchify(images.astype(c.dtype), c.patch_size)  # [batch, N, p*p*C]
+        b, n, d = patches.shape
+        x = nn.Dense(c.hidden_size, kernel_init=init, dtype=c.dtype, param_dtype=c.param_dtype,
+                     name="patch_embedding")(patches.reshape(b * n, d)).reshape(b, n, -1)
+        x = x + self.param("position", init, (1, n, c.hidden_size), c.param_dtype).astype(c.dtype)
+        if keep is not None:  # [batch, K]
+            x = jnp.take_along_axis(x, keep[..., None], axis=1)
+        if c.pooling == "cls":
+            cls = self.param("cls", init, (1, 1, c.hidden_size), c.param_dtype).astype(c.dtype)
+            x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c.hidden_size)), x], axis=1)
+        x = c.stack(pre_ln=True, deterministic=self.deterministic, name="stack")(x, None)
+        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
+                         name="ln")(x)
+        pooled = x[:, 0] if c.pooling == "cls" else jnp.mean(x, axis=1)
+        return x, pooled
+
+
+class ConvNet(nn.Module):
+    """A small AlexNet-style encoder: conv-ReLU-(pool) blocks, global average pooling.
+    Returns (feature map [batch, h, w, channels[-1]], pooled [batch, channels[-1]])."""
+
+    channels: tuple[int, ...] = (64, 128, 256)
+    kernels: tuple[int, ...] = (5, 3, 3)
+    pool_after: tuple[bool, ...] = (True, True, False)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array, keep: Array | None = None) -> tuple[Array, Array]:
+        if keep is not None:
+            raise ValueError("ConvNet sees whole images; patch dropping (keep) needs the ViT")
+        if not len(self.channels) == len(self.kernels) == len(self.pool_after):
+            raise ValueError(f"channels {self.channels}, kernels {self.kernels} and pool_after "
+                             f"{self.pool_after} must have one entry per layer")
+        x = images.astype(self.dtype)
+        for i, (ch, k, pool) in enumerate(zip(self.channels, self.kernels, self.pool_after)):
+            x = nn.Conv(ch, (k, k), padding="SAME", dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"conv_{i}")(x)
+            x = nn.relu(x)
+            if pool:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return x, jnp.mean(x, axis=(1, 2))
