@@ -100,3 +100,25 @@ def finetune(dataset: str, **kw) -> ml_collections.ConfigDict:
     config.data.vocab_size = 8000  # only when no pre-trained vocabulary is given
     config.update(kw)
     return config
+
+
+def vit_model(variant: str) -> ml_collections.ConfigDict:
+    """A ViT encoder (config.model.encoder="vit") from ssl_jax.models.vision.VIT_SIZES."""
+    from ssl_jax.models.vision import VIT_SIZES
+
+    if variant not in VIT_SIZES:
+        raise ValueError(f"unknown ViT variant {variant!r}; expected one of {list(VIT_SIZES)}")
+    size = VIT_SIZES[variant]
+    return ml_collections.ConfigDict(dict(
+        encoder="vit", variant=variant, **size, mlp_dim=4 * size["hidden_size"],
+        pooling="cls", activation="gelu", dropout_rate=0.0, attention_dropout_rate=0.0,
+        layer_norm_eps=1e-6, initializer_range=0.02, scan_layers=False, remat=False,
+        dtype="float32", param_dtype="float32"))
+
+
+def image_data(source: str = "digits", image_size: int = 32) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        source=source,  # "digits" (embedded) | a prepared TFDS image dataset (cifar10, ...)
+        image_size=image_size, eval_split="test",
+        data_dir=ml_collections.FieldReference(None, field_type=str),
+        limit=ml_collections.FieldReference(None, field_type=int)))

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.data.image_masks import patchify
 from ssl_jax.models.transformer import TransformerConfig
 
 Array = jax.Array
@@ -48,13 +49,6 @@ class VitConfig(TransformerConfig):
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
-
-
-def patchify(images: Array, patch: int) -> Array:
-    """[batch, H, W, C] -> [batch, (H/p)*(W/p), p*p*C], patches in row-major order."""
-    b, h, w, c = images.shape
-    x = images.reshape(b, h // patch, patch, w // patch, patch, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
 class Vit(nn.Module):
@@ -115,3 +109,48 @@ class ConvNet(nn.Module):
             if pool:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return x, jnp.mean(x, axis=(1, 2))
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE (He et al. 2021): the ViT encoder sees only the visible patches; a lighter pre-LN
+    decoder gets the encoded patches plus a shared learned mask token at every hidden
+    position (with its own position embeddings) and predicts each patch's pixels.
+    Returns (predictions [batch, N, p*p*C], mask [batch, N], 1 = hidden)."""
+
+    config: VitConfig
+    decoder: TransformerConfig
+    num_visible: int  # patches the encoder sees (MAE: 25% of them)
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, images: Array, mask: Array) -> Array:
+        """mask [batch, N] (True/1 = hidden; exactly N - num_visible per row, drawn by the
+        data pipeline) -> predicted pixels [batch, N, p*p*C] of every patch."""
+        c, d = self.config, self.decoder
+        n, num_keep = c.num_patches, self.num_visible
+        order = jnp.argsort(mask.astype(jnp.int32), axis=1, stable=True)  # visible first
+        keep, restore = order[:, :num_keep], jnp.argsort(order, axis=1)
+        latent, _ = Vit(c, deterministic=self.deterministic, name="encoder")(images, keep)
+        init = nn.initializers.truncated_normal(d.initializer_range)
+        x = nn.Dense(d.hidden_size, kernel_init=init, dtype=d.dtype, param_dtype=d.param_dtype,
+                     name="decoder_embedding")(latent)
+        has_cls = c.pooling == "cls"
+        patches = x[:, 1:] if has_cls else x  # [batch, K, dec]
+        b = x.shape[0]
+        mask_token = self.param("mask_token", init, (1, 1, d.hidden_size), d.param_dtype)
+        filled = jnp.concatenate(
+            [patches, jnp.broadcast_to(mask_token.astype(d.dtype), (b, n - num_keep, d.hidden_size))],
+            axis=1)
+        filled = jnp.take_along_axis(filled, restore[..., None], axis=1)  # original order
+        filled = filled + self.param("decoder_position", init, (1, n, d.hidden_size),
+                                     d.param_dtype).astype(d.dtype)
+        if has_cls:
+            filled = jnp.concatenate([x[:, :1], filled], axis=1)
+        y = d.stack(pre_ln=True, deterministic=self.deterministic, name="decoder")(filled, None)
+        y = nn.LayerNorm(epsilon=d.layer_norm_eps, dtype=d.dtype, param_dtype=d.param_dtype,
+                         name="decoder_ln")(y)
+        y = y[:, 1:] if has_cls else y
+        pixels = c.patch_size * c.patch_size * c.channels
+        pred = nn.Dense(pixels, kernel_init=init, dtype=d.dtype, param_dtype=d.param_dtype,
+                        name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
+        return pred.astype(jnp.float32)

@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "bert_pretrain": "ssl_jax.tasks.bert_pretrain:BertPretrainTask",
     "gpt_pretrain": "ssl_jax.tasks.gpt_pretrain:GptPretrainTask",
     "finetune": "ssl_jax.tasks.finetune:FinetuneTask",
+    "mae": "ssl_jax.tasks.mae:MaeTask",
 }
 
 

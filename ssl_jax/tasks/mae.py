@@ -1,0 +1,86 @@
+"""Masked autoencoding of image patches (MAE, He et al. 2021): hide 75% of the patches, encode
+the rest with the ViT, decode every patch, MSE on the hidden ones against per-patch
+normalised pixels."""
+from __future__ import annotations
+
+import numpy as np
+
+from ssl_jax.data import image_masks
+from ssl_jax.data.batching import training_batches
+from ssl_jax.models.transformer import TransformerConfig
+from ssl_jax.models.vision import MaskedAutoencoder
+from ssl_jax.tasks.base import Task
+from ssl_jax.tasks.images import train_and_eval_images, vit_config
+
+
+class MaeTask(Task):
+    loss_terms = ("mae_loss",)
+
+    def __init__(self, config, workdir: str):
+        super().__init__(config, workdir)
+        if config.model.encoder != "vit":
+            raise ValueError(f"model.encoder={config.model.encoder!r}: MAE drops patches, "
+                             f"which needs the ViT encoder")
+        self.vit = vit_config(config.model, config.data.image_size)
+        p = config.pretext
+        n = self.vit.num_patches
+        self.num_masked = image_masks.num_masked_patches(n, p.mask_ratio)
+        self.decoder = TransformerConfig(
+            hidden_size=p.decoder_hidden_size, num_layers=p.decoder_layers,
+            num_heads=p.decoder_heads, mlp_dim=4 * p.decoder_hidden_size, dropout_rate=0.0,
+            attention_dropout_rate=0.0, layer_norm_eps=1e-6, dtype=self.vit.dtype,
+            param_dtype=self.vit.param_dtype)
+        self.train_images, self.eval_images = train_and_eval_images(config.data)
+        rng = np.random.default_rng(config.seed + 11)  # every eval hides the same patches
+        _, masks = image_masks.patch_masks(len(self.eval_images), n, p.mask_ratio, rng)
+        self._eval = [{"image": x, "mask": m} for x, m in zip(self.eval_images, masks)]
+
+    def build_model(self, *, train: bool) -> MaskedAutoencoder:
+        return MaskedAutoencoder(self.vit, self.decoder,
+                                 num_visible=self.vit.num_patches - self.num_masked,
+                                 deterministic=not train)
+
+    def dummy_batch(self, batch_size: int):
+        return {k: np.repeat(v[None], batch_size, 0) for k, v in self._eval[0].items()}
+
+    def model_inputs(self, batch: dict) -> dict:
+        return {"images": batch["image"], "mask": batch["mask"]}
+
+    def _masked(self, image: np.ndarray, rng: np.random.Generator) -> dict:
+        _, mask = image_masks.patch_mask(self.vit.num_patches, self.config.pretext.mask_ratio,
+                                         rng)
+        return {"image": image, "mask": mask}
+
+    def train_dataset(self, process_index: int = 0, process_count: int = 1):
+        return training_batches(list(self.train_images), seed=self.config.seed,
+                                batch_size=self.config.batch_size // process_count,
+                                process_index=process_index, process_count=process_count,
+                                random_map=self._masked)
+
+    def eval_examples(self):
+        return self._eval
+
+    def stats(self, params, batch, rng, *, train: bool):
+        pred = self.build_model(train=train).apply(
+            {"params": params}, **self.model_inputs(batch), rngs={"dropout": rng} if train else {})
+        target = image_masks.patchify(batch["image"], self.vit.patch_size)
+        if self.config.pretext.norm_pix_loss:
+            target = image_masks.normalized_patch_targets(target)
+        mask = batch["mask"].astype("float32")  # [batch, N], 1 = hidden
+        if "example_weight" in batch:
+            mask = mask * batch["example_weight"][:, None]
+        count = mask.sum()
+        return {"mae_loss": (image_masks.mae_loss_jax(pred, target, mask) * count, count)}
+
+    def tokens_per_example(self) -> int:
+        return self.vit.num_patches
+
+    def describe(self):
+        p = self.config.pretext
+        return {"images": {"source": self.config.data.source, "train": len(self.train_images),
+                           "held_out": len(self.eval_images),
+                           "size": self.config.data.image_size},
+                "patches": self.vit.num_patches, "hidden_per_image": self.num_masked,
+                "mask_ratio": p.mask_ratio, "norm_pix_loss": bool(p.norm_pix_loss),
+                "baselines": {"predict zeros (normalised targets)": 1.0}
+                if p.norm_pix_loss else {}}
