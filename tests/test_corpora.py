@@ -88,7 +88,8 @@ def test_catalog_dataset_by_name_when_prepared(tmp_path):
 
 
 def test_missing_and_bad_sources_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="not a TFDS dataset prepared"):
+    with pytest.raises(ValueError, match=r"\(not 'embedded', not 'files'\): no TFDS dataset "
+                                         r"'wikipedia_not_here' with split 'train' is prepared"):
         corpora.load_documents(_data(corpus="wikipedia_not_here", data_dir=str(tmp_path)), "train")
     with pytest.raises(FileNotFoundError, match="matches no file"):
         corpora.load_documents(_data(corpus="files", files=str(tmp_path / "none*.txt")), "train")

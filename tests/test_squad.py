@@ -103,8 +103,8 @@ def test_tfds_prepared_locally(tmp_path):
         from_tfds = squad.load_squad(version, split, data_dir=str(tmp_path))
         from_json = squad.load_squad(version, split, path=path)
         assert sorted(from_tfds, key=lambda e: e["id"]) == from_json  # bytes -> str, same fields
-    with pytest.raises(ValueError, match=r"'squad/v2.0' is not prepared under .*tfds build "
-                                         r"squad/v2.0 --data_dir"):
+    with pytest.raises(ValueError, match=r"no TFDS dataset 'squad/v2.0' with split 'train' is "
+                                         r"prepared under .*tfds build squad/v2.0 --data_dir"):
         squad.load_squad("2.0", "train", data_dir=str(tmp_path / "empty"))
 
 

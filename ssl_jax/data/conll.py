@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from ssl_jax.data import corpora
 from ssl_jax.data.tokenizer import WordPiece
@@ -92,16 +91,10 @@ def split_file(split: str, path: str) -> str:
 
 
 def _tfds_source(split: str, data_dir: str):
-    try:
-        return tfds.data_source("conll2003", split=TFDS_SPLITS[split], data_dir=data_dir,
-                                download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"
-        raise ValueError(
-            f"CoNLL-2003 {split}: no TFDS dataset 'conll2003' with split "
-            f"{TFDS_SPLITS[split]!r} is prepared under {data_dir!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0]}). Prepare it first (tfds build conll2003 --data_dir "
-            f"{data_dir} --file_format array_record), pass data_dir, or pass path= a directory "
-            f"with the released train.txt/valid.txt/test.txt.") from None
+    return corpora.prepared_source(
+        "conll2003", TFDS_SPLITS[split], data_dir, f"CoNLL-2003 {split}",
+        ", pass data_dir, or pass path= a directory with the released "
+        "train.txt/valid.txt/test.txt")
 
 
 def _text(value) -> str:

@@ -236,7 +236,9 @@ def load_documents(data_config, split: str) -> list[list[str]]:
                             data_dir=data_dir, file_format="array_record")
         source = _prepared(builder).as_data_source(split=split)
     else:
-        source = _catalog_source(corpus, split, data_dir)
+        source = prepared_source(corpus, split, data_dir,
+                                 f"config.data.corpus={corpus!r} (not 'embedded', not 'files')",
+                                 " or set config.data.data_dir")
     key = "text" if corpus in ("embedded", "files") else data_config.text_key
     documents = []
     for i in range(len(source)):
@@ -253,15 +255,18 @@ def load_documents(data_config, split: str) -> list[list[str]]:
     return documents
 
 
-def _catalog_source(name: str, split: str, data_dir: str):
+def prepared_source(name: str, split: str, data_dir: str, what: str, otherwise: str = ""):
+    """The random-access TFDS data source of a dataset prepared under `data_dir` (no download,
+    no TensorFlow). A missing dataset or split is a ValueError that starts with `what`, names
+    both, gives the command that prepares it and ends with `otherwise` (the alternatives)."""
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"
+    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"/"bad split"
+        first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(
-            f"config.data.corpus={name!r}: not 'embedded', not 'files', and not a TFDS dataset "
-            f"prepared under {data_dir!r} with split {split!r} ({type(e).__name__}: {e}). "
-            f"Prepare it first (tfds build {name} --data_dir {data_dir} "
-            f"--file_format array_record) or set config.data.data_dir.") from None
+            f"{what}: no TFDS dataset {name!r} with split {split!r} is prepared under "
+            f"{data_dir!r} ({type(e).__name__}: {first}). Prepare it first (tfds build {name} "
+            f"--data_dir {data_dir} --file_format array_record){otherwise}.") from None
 
 
 def corpus_stats(documents: list[list[str]]) -> dict:

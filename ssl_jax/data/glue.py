@@ -17,7 +17,6 @@ import math
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from ssl_jax.data import corpora
 
@@ -201,15 +200,9 @@ def _text(value) -> str:
 
 
 def _tfds_source(task: GlueTask, split: str, data_dir: str):
-    try:
-        return tfds.data_source(task.tfds_name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"
-        raise ValueError(
-            f"GLUE {task.name}: no TFDS dataset {task.tfds_name!r} with split {split!r} is "
-            f"prepared under {data_dir!r} ({type(e).__name__}: {str(e).splitlines()[0]}). "
-            f"Prepare it first (tfds build {task.tfds_name} --data_dir {data_dir} "
-            f"--file_format array_record), pass data_dir, or pass path= the released "
-            f"glue_data/{task.dir_name}/ directory.") from None
+    return corpora.prepared_source(
+        task.tfds_name, split, data_dir, f"GLUE {task.name}",
+        f", pass data_dir, or pass path= the released glue_data/{task.dir_name}/ directory")
 
 
 def _from_record(task: GlueTask, record: dict) -> dict:

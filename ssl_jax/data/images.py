@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ssl_jax.data.corpora import default_data_dir
+from ssl_jax.data.corpora import default_data_dir, prepared_source
 
 DIGITS = "digits"
 DIGITS_SPLITS = ("train", "test")
@@ -94,22 +94,9 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.broadcast_to(resized, (size, size, 3))
 
 
-def _tfds_source(name: str, split: str, data_dir: str):
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"/"bad split"
-        raise ValueError(
-            f"image source {name!r}: not 'digits', and no TFDS dataset {name!r} with split "
-            f"{split!r} is prepared under {data_dir!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). Prepare it first "
-            f"(tfds build {name} --data_dir {data_dir} --file_format array_record) "
-            f"or pass data_dir.") from None
-
-
 def _load_tfds(name: str, split: str, size: int, data_dir: str, limit: int | None):
-    source = _tfds_source(name, split, data_dir)
+    source = prepared_source(name, split, data_dir, f"image source {name!r} (not 'digits')",
+                             " or pass data_dir")
     features = source.dataset_info.features
     missing = [key for key in ("image", "label") if key not in features]
     if missing:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ssl_jax.data import corpora
 from ssl_jax.data.tokenizer import WordPiece
 
 VERSIONS = ("1.1", "2.0")
@@ -106,17 +107,9 @@ def _tfds_example(record: dict, name: str) -> dict:
 
 def read_tfds(version: str, split: str, data_dir: str) -> list[dict]:
     """Examples of a prepared TFDS `squad/v{version}` split, read through a data source."""
-    import tensorflow_datasets as tfds
-
     name = f"squad/v{version}"
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"
-        raise ValueError(
-            f"SQuAD v{version} split {split!r}: TFDS dataset {name!r} is not prepared under "
-            f"{data_dir!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            f"Prepare it first (tfds build {name} --data_dir {data_dir} "
-            f"--file_format array_record), or pass path= to a released SQuAD JSON file.") from None
+    source = corpora.prepared_source(name, split, data_dir, f"SQuAD v{version} {split}",
+                                     ", or pass path= to a released SQuAD JSON file")
     return [_tfds_example(source[i], name) for i in range(len(source))]
 
 
@@ -129,8 +122,6 @@ def load_squad(version: str, split: str, path: str | None = None,
     if split not in SPLITS:
         raise ValueError(f"SQuAD split {split!r} is not one of {list(SPLITS)}")
     if path is None:
-        from ssl_jax.data import corpora
-
         return read_tfds(version, split, data_dir or corpora.default_data_dir())
     data = _read_json(path)
     file_version = str(data.get("version", "")).lstrip("v")

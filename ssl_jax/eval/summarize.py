@@ -83,16 +83,8 @@ def read_jsonl(path: str) -> list[Article]:
 
 def read_tfds(name: str, split: str, data_dir: str, limit: int | None = None) -> list[Article]:
     """The first `limit` articles of a locally prepared TFDS dataset with article/highlights."""
-    import tensorflow_datasets as tfds
-
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # TFDS raises several types for "not prepared"/"unknown"
-        raise ValueError(
-            f"--data tfds:{name}:{split}: no TFDS dataset {name!r} with split {split!r} is "
-            f"prepared under {data_dir!r} ({type(e).__name__}: {str(e).splitlines()[0]}). "
-            f"Prepare it first (tfds build {name} --data_dir {data_dir} "
-            f"--file_format array_record), or pass --data-dir, or use a .jsonl file.") from None
+    source = corpora.prepared_source(name, split, data_dir, f"--data tfds:{name}:{split}",
+                                     ", or pass --data-dir, or use a .jsonl file")
     articles = []
     for i in range(len(source) if limit is None else min(limit, len(source))):
         record = source[i]
