@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from ssl_jax.files import write_atomic
 from ssl_jax.train.metrics import read_metrics
+from ssl_jax.train.report import plot_curves
 
 STAGES = ("pretrained", "random_init")
 
@@ -74,27 +75,14 @@ def _facts(run_dir: str) -> dict:
 
 
 def _curves(workdir: str, key: str, path: str, title: str, baseline: float | None = None):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    """`key` of both fine-tuning runs on one plot."""
+    series = {}
     for stage in STAGES:
         records = read_metrics(os.path.join(workdir, f"finetune_{stage}", "metrics.jsonl"))
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            steps, values = zip(*points)
-            ax.plot(steps, values, marker="o" if key.startswith("eval_") else None,
-                    markersize=3, label=stage)
-    if baseline is not None:
-        ax.axhline(baseline, linestyle="--", color="gray", linewidth=1, label="majority class")
-    ax.set_xlabel("fine-tuning step")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        series[stage] = [(r["step"], r[key]) for r in records if key in r]
+    plot_curves(series, path, title, xlabel="fine-tuning step",
+                baselines=None if baseline is None else {"majority class": baseline},
+                marked=lambda _: key.startswith("eval_"))
 
 
 def _report(workdir: str, result: dict, facts: dict) -> None:

@@ -3,31 +3,33 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 from ssl_jax.files import write_atomic
 from ssl_jax.train.metrics import read_metrics
 
 
-def _plot(records: list[dict], keys: list[str], path: str, title: str,
-          baselines: dict[str, float] | None = None) -> bool:
+def plot_curves(series: dict[str, list[tuple[int, float]]], path: str, title: str, *,
+                baselines: dict[str, float] | None = None, xlabel: str = "step",
+                marked: Callable[[str], bool] = lambda label: label.startswith("eval_")) -> bool:
+    """One line per label ((step, value) points; `marked` labels get dots: eval points are
+    sparse), dashed annotated baselines; False (no file) when every series is empty."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = {k: [(r["step"], r[k]) for r in records if k in r] for k in keys}
     series = {k: v for k, v in series.items() if v}
     if not series:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for k, points in series.items():
+    for label, points in series.items():
         steps, values = zip(*points)
-        ax.plot(steps, values, marker="o" if k.startswith("eval_") else None,
-                markersize=3, label=k)
+        ax.plot(steps, values, marker="o" if marked(label) else None, markersize=3, label=label)
     for name, value in (baselines or {}).items():
         ax.axhline(value, linestyle="--", color="gray", linewidth=1)
-        ax.annotate(name, (0, value), textcoords="offset points", xytext=(2, 2), fontsize=8,
-                    color="gray")
-    ax.set_xlabel("step")
+        ax.annotate(name, (0, value), xycoords=("axes fraction", "data"),  # left edge
+                    textcoords="offset points", xytext=(2, 2), fontsize=8, color="gray")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -35,6 +37,12 @@ def _plot(records: list[dict], keys: list[str], path: str, title: str,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _plot(records: list[dict], keys: list[str], path: str, title: str,
+          baselines: dict[str, float] | None = None) -> bool:
+    return plot_curves({k: [(r["step"], r[k]) for r in records if k in r] for k in keys},
+                       path, title, baselines=baselines)
 
 
 def write_report(workdir: str, config, facts: dict, summary: dict) -> str:
