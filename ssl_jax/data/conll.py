@@ -97,16 +97,13 @@ def _tfds_source(split: str, data_dir: str):
         "train.txt/valid.txt/test.txt")
 
 
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
 
 def _from_record(record: dict, names: dict[str, tuple[str, ...]], i: int) -> dict:
     missing = [f for f in ("tokens", *names) if f not in record]
     if missing:
         raise ValueError(f"TFDS dataset 'conll2003' has no feature(s) {missing}; it has "
                          f"{sorted(record)}")
-    sentence = {"words": [_text(w) for w in record["tokens"]]}
+    sentence = {"words": [corpora.record_text(w) for w in record["tokens"]]}
     for feature, key in (("pos", "pos"), ("chunks", "chunk"), ("ner", "ner")):
         sentence[key] = [names[feature][int(t)] for t in record[feature]]
         if len(sentence[key]) != len(sentence["words"]):

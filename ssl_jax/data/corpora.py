@@ -247,12 +247,17 @@ def load_documents(data_config, split: str) -> list[list[str]]:
             raise ValueError(f"TFDS dataset {corpus!r} has no feature {key!r}; it has "
                              f"{sorted(record)} (set config.data.text_key)")
         text = record[key]
-        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+        text = record_text(text)
         sentences = (text.split("\n") if corpus in ("embedded", "files")
                      else split_sentences(text))
         if sentences:
             documents.append(sentences)
     return documents
+
+
+def record_text(value) -> str:
+    """A TFDS text feature as str (data sources return bytes)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def prepared_source(name: str, split: str, data_dir: str, what: str, otherwise: str = ""):

@@ -195,9 +195,6 @@ def read_tsv(task: GlueTask, split: str, file: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------- TFDS
 
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
 
 def _tfds_source(task: GlueTask, split: str, data_dir: str):
     return corpora.prepared_source(
@@ -219,8 +216,8 @@ def _from_record(task: GlueTask, record: dict) -> dict:
         label = math.nan if label == -1.0 else label
     else:
         label = int(record["label"])
-    return {"text_a": _text(record[feature_a]),
-            "text_b": None if feature_b is None else _text(record[feature_b]),
+    return {"text_a": corpora.record_text(record[feature_a]),
+            "text_b": None if feature_b is None else corpora.record_text(record[feature_b]),
             "label": label, "idx": int(record["idx"])}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -90,16 +90,13 @@ def _json_example(qa: dict, article: dict, paragraph: dict, path: str) -> dict:
                          f"question needs id, question, answers [text, answer_start])") from None
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
 
 def _tfds_example(record: dict, name: str) -> dict:
     """A TFDS squad record (bytes text, answers as parallel sequences) -> our example."""
-    answers = record["answers"]
-    example = {"id": _text(record["id"]), "title": _text(record["title"]),
-               "question": _text(record["question"]), "context": _text(record["context"]),
-               "answers": [{"text": _text(t), "answer_start": int(s)}
+    answers, text = record["answers"], corpora.record_text
+    example = {"id": text(record["id"]), "title": text(record["title"]),
+               "question": text(record["question"]), "context": text(record["context"]),
+               "answers": [{"text": text(t), "answer_start": int(s)}
                            for t, s in zip(answers["text"], answers["answer_start"])],
                "is_impossible": bool(record.get("is_impossible", False))}
     return _check_answers(example, f"TFDS {name}")

@@ -92,12 +92,10 @@ def read_tfds(name: str, split: str, data_dir: str, limit: int | None = None) ->
         if missing:
             raise ValueError(f"TFDS dataset {name!r} has no feature(s) {missing}; it has "
                              f"{sorted(record)}")
-        articles.append(Article(*(_text(record[k]) for k in ("article", "highlights"))))
+        articles.append(Article(*(corpora.record_text(record[k])
+                                  for k in ("article", "highlights"))))
     return articles
 
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def load_articles(spec: str, *, limit: int | None = None,
