@@ -2,6 +2,7 @@
 half a file or half a directory."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -32,3 +33,18 @@ def publish_dir(path: str, fill: Callable[[str], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not os.path.isdir(path):
             raise
+
+
+def read_json(path: str, what: str) -> dict:
+    """A JSON object file; a missing, unreadable or non-object file is an error naming `what`
+    and the path."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {what} {path!r}: {e}") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} {path!r} is not a JSON object")
+    return value

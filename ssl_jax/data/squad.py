@@ -12,8 +12,6 @@ Three steps, all host-side numpy:
 """
 from __future__ import annotations
 
-import json
-import os
 import unicodedata
 from typing import Sequence
 
@@ -21,6 +19,7 @@ import numpy as np
 
 from ssl_jax.data import corpora
 from ssl_jax.data.tokenizer import WordPiece
+from ssl_jax.files import read_json
 
 VERSIONS = ("1.1", "2.0")
 SPLITS = ("train", "validation")
@@ -46,14 +45,8 @@ def _check_answers(example: dict, source: str) -> dict:
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"SQuAD file {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read SQuAD file {path!r}: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+    data = read_json(path, "SQuAD file")
+    if not isinstance(data.get("data"), list):
         raise ValueError(f"SQuAD file {path!r} has no 'data' list (not the SQuAD JSON layout)")
     return data
 

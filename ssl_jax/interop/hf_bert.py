@@ -20,11 +20,12 @@ import jax.numpy as jnp
 from tokenizers import normalizers, pre_tokenizers
 
 from ssl_jax.data import tokenizer as wordpiece_lib
-from ssl_jax.interop.hf_format import (LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied,
-                             config_field, copy, expected_shapes, export_tensors, flat,
-                             import_tensors, json_text, layout_fields, linear, publish,
-                             read_json, read_layout, read_tensors, safetensors_bytes,
-                             stack_layers, strip_prefix, to_numpy, with_layout)
+from ssl_jax.files import read_json
+from ssl_jax.interop.hf_format import (
+    LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied, config_field, copy,
+    expected_shapes, export_tensors, flat, import_tensors, json_text, layout_fields, linear,
+    publish, read_layout, read_tensors, safetensors_bytes, stack_layers, strip_prefix,
+    to_numpy, with_layout)
 from ssl_jax.models.bert import BertConfig, BertEncoder, BertForPreTraining
 
 ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",

@@ -211,19 +211,6 @@ def strip_prefix(source: str, tensors: dict[str, np.ndarray], prefix: str) -> di
 
 # --- files --------------------------------------------------------------------------------
 
-def read_json(path: str, what: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {what} {path!r}: {e}") from e
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} {path!r} is not a JSON object")
-    return value
-
-
 def read_tensors(directory: str) -> dict[str, np.ndarray]:
     """model.safetensors of an HF directory, as numpy arrays."""
     from safetensors.numpy import load_file

@@ -19,11 +19,12 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.data import bpe as bpe_lib
-from ssl_jax.interop.hf_format import (LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied,
-                             config_field, conv1d, copy, expected_shapes, export_tensors, fused,
-                             import_tensors, json_text, layout_fields, publish, read_json,
-                             read_layout, read_tensors, safetensors_bytes, stack_layers,
-                             strip_prefix, to_numpy, with_layout)
+from ssl_jax.files import read_json
+from ssl_jax.interop.hf_format import (
+    LAYOUT_KEY, WEIGHTS, Rule, check_params, check_tensors, check_tied, config_field, conv1d,
+    copy, expected_shapes, export_tensors, fused, import_tensors, json_text, layout_fields,
+    publish, read_layout, read_tensors, safetensors_bytes, stack_layers, strip_prefix,
+    to_numpy, with_layout)
 from ssl_jax.models.gpt import GptConfig, GptLM
 
 ACTIVATIONS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from ssl_jax.data import bpe as bpe_lib
 from ssl_jax.data.tokenizer import WordPiece
 from ssl_jax.interop import hf_bert, hf_gpt2
-from ssl_jax.interop.hf_format import read_json, to_numpy, with_layout
+from ssl_jax.files import read_json
+from ssl_jax.interop.hf_format import to_numpy, with_layout
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
 from ssl_jax.models.gpt import GptConfig
 
