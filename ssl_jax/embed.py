@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.files import read_text
 from ssl_jax.models.bert import BertConfig, BertEncoder
 
 MIN_BUCKET = 8
@@ -31,11 +32,7 @@ DEFAULT_MAX_SEQ_LEN = 128
 
 def read_sentences(path: str) -> list[str]:
     """One sentence per line; a blank line is an error (it would be a silent empty row)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read --input {path!r}: {e}") from None
+    text = read_text(path, "--input")
     lines = text.split("\n")
     if lines and lines[-1] == "":  # the final newline ends the last line
         lines.pop()

@@ -48,3 +48,12 @@ def read_json(path: str, what: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{what} {path!r} is not a JSON object")
     return value
+
+
+def read_text(path: str, what: str) -> str:
+    """A UTF-8 text file's contents; unreadable or not UTF-8 is a ValueError naming `what`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {what} {path!r}: {e}") from e

@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ssl_jax.data import tokenizer as wordpiece_lib
-from ssl_jax.files import publish_dir, write_atomic
+from ssl_jax.files import publish_dir, read_text, write_atomic
 
 EOT = "<|endoftext|>"
 GPT2_FILES = ("encoder.json", "vocab.bpe")
@@ -113,11 +113,7 @@ def gpt2_bpe(directory: str) -> BpeTokenizer:
 
 def _read_merges(path: str) -> list[tuple[str, str]]:
     """vocab.bpe: a "#version" header, then one merge "a b" per line, highest priority first."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read GPT-2 merges {path!r}: {e}") from e
+    lines = read_text(path, "GPT-2 merges").split("\n")
     if not lines[0].startswith("#version"):
         raise ValueError(f"GPT-2 merges {path!r} should start with a '#version' line, "
                          f"not {lines[0][:40]!r}")

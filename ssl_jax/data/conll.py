@@ -13,6 +13,7 @@ import numpy as np
 
 from ssl_jax.data import corpora
 from ssl_jax.data.tokenizer import WordPiece
+from ssl_jax.files import read_text
 
 # TFDS's conll2003 ClassLabel orders (tensorflow_datasets/core/dataset_builders/conll/
 # conll_dataset_builder_utils.py), so ids agree whichever source a model was trained on.
@@ -57,11 +58,7 @@ def read_conll(path: str) -> list[dict]:
     between documents (skipped)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CoNLL file {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read CoNLL file {path!r}: {e}") from e
+    lines = read_text(path, "CoNLL file").splitlines()
     sentences, current = [], _empty_sentence()
     for n, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("-DOCSTART-"):

@@ -27,6 +27,8 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ssl_jax.files import read_text
+
 VALIDATION_EVERY = 20
 _HEADING_RULE = re.compile(r"^[*=\-~^]{3,}\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -100,11 +102,7 @@ def read_text_files(pattern: str, text_key: str = "text") -> list[str]:
         raise FileNotFoundError(f"config.data.files={pattern!r} matches no file")
     documents = []
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                content = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read corpus file {path!r}: {e}") from e
+        content = read_text(path, "corpus file")
         if path.endswith((".jsonl", ".json")):
             for n, record in jsonl_records(path, content):
                 if not isinstance(record, dict) or not isinstance(record.get(text_key), str):

@@ -9,7 +9,7 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ssl_jax.files import publish_dir, write_atomic
+from ssl_jax.files import publish_dir, read_text, write_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -83,11 +83,7 @@ def load_vocab(path: str, lowercase: bool = True) -> WordPiece:
     """A bert-base-uncased style vocab.txt (one token per line, id = line number)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"vocab file {path!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = [line.rstrip("\n") for line in f]
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read vocab file {path!r}: {e}") from e
+    tokens = read_text(path, "vocab file").split("\n")  # id = line number
     if not any(tokens):
         raise ValueError(f"vocab file {path!r} is empty")
     vocab = {t: i for i, t in enumerate(tokens) if t}

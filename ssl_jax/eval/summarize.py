@@ -27,7 +27,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ssl_jax.data import corpora
-from ssl_jax.files import write_atomic
+from ssl_jax.files import read_text, write_atomic
 
 TLDR_HINT = "\nTL;DR:"
 METHODS = ("TL;DR", "no hint", "random-3", "lead-3")
@@ -62,11 +62,7 @@ class Article:
 
 def read_jsonl(path: str) -> list[Article]:
     """Articles from a jsonl file with {"article": str, "highlights": str} on each line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read article file {path!r}: {e}") from e
+    content = read_text(path, "article file")
     articles = []
     for n, record in corpora.jsonl_records(path, content):
         if not isinstance(record, dict):
