@@ -122,3 +122,61 @@ def image_data(source: str = "digits", image_size: int = 32) -> ml_collections.C
         image_size=image_size, eval_split="test",
         data_dir=ml_collections.FieldReference(None, field_type=str),
         limit=ml_collections.FieldReference(None, field_type=int)))
+
+
+def convnet_model(channels=(32, 64, 128), kernels=(5, 3, 3),
+                  pool_after=(True, True, False)) -> ml_collections.ConfigDict:
+    """The small AlexNet-style conv-net encoder (config.model.encoder="convnet")."""
+    return ml_collections.ConfigDict(dict(
+        encoder="convnet", variant="convnet", channels=list(channels), kernels=list(kernels),
+        pool_after=list(pool_after), dtype="float32", param_dtype="float32"))
+
+
+def image_model(encoder: str, variant: str) -> ml_collections.ConfigDict:
+    """encoder "vit" (variant: a ViT size) or "convnet"."""
+    if encoder == "vit":
+        return vit_model(variant)
+    if encoder == "convnet":
+        return convnet_model()
+    raise ValueError(f"unknown encoder {encoder!r}; expected 'vit' or 'convnet'")
+
+
+# the args every vision pretext config takes for the measurement at the end of its run
+PROBE_ARGS = dict(probe_layer=-1, probe_labels=0, finetune_steps=0)
+
+
+def probe(layer: int = -1, labels_per_class: int = 0,
+          finetune_steps: int = 0) -> ml_collections.ConfigDict:
+    """What a vision pretext run measures when it completes (ssl_jax.eval.probe): a linear
+    probe of the frozen encoder's `layer` (-1: its output) with all labels or
+    `labels_per_class` per class (mean of 5 draws), and full fine-tuning if finetune_steps."""
+    return ml_collections.ConfigDict(dict(
+        layer=layer, l2=1.0, labels_per_class=labels_per_class, draws=5,
+        finetune_steps=finetune_steps, finetune_learning_rate=1e-3))
+
+
+def vision_pretext(task: str, args: dict, model, tokens_per_image: int, pretext: dict,
+                   optimizer: dict) -> ml_collections.ConfigDict:
+    """A vision pretext run from its parsed args (steps, batch, source, image_size and
+    PROBE_ARGS): the training fields, config.pretext, and config.probe."""
+    steps = int(args["steps"])
+    return training(
+        task=task, model=model, data=image_data(args["source"], int(args["image_size"])),
+        batch_size=int(args["batch"]), num_train_steps=steps,
+        max_seq_len=tokens_per_image, log_every_steps=max(1, min(50, steps // 20)),
+        eval_every_steps=max(1, steps // 5), checkpoint_every_steps=max(1, steps // 5),
+        checkpoint_keep=1, pretext=pretext, optimizer=optimizer,
+        probe=probe(int(args["probe_layer"]), int(args["probe_labels"]),
+                    int(args["finetune_steps"])))
+
+
+def sweep_of(arg: str | None, key: str, values, extra: dict[str, str] | None = None):
+    """{"key=value": arg with key=value} for each value (+ extra named args), keeping the
+    rest of `arg`: a config's get_sweep over one ablation axis."""
+    base = [p for p in (arg or "").split(",") if p.strip() and "=" in p
+            and p.split("=")[0] not in {key, *(e.split("=")[0] for e in (extra or {}).values())}]
+    base += [p for p in (arg or "").split(",") if p.strip() and "=" not in p]
+    join = lambda *parts: ",".join(p for p in parts if p)
+    points = {f"{key}={v}": join(*base, f"{key}={v}") for v in values}
+    points.update({name: join(*base, setting) for name, setting in (extra or {}).items()})
+    return points

@@ -17,6 +17,17 @@ def write_atomic(path: str, content: str) -> None:
     os.replace(tmp, path)
 
 
+def save_figure(fig, path: str, dpi: int = 110) -> str:
+    """Saves a matplotlib figure as PNG whole or not at all, closes it; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return os.path.basename(path)
+
+
 def publish_dir(path: str, fill: Callable[[str], None]) -> None:
     """Fills a fresh temporary directory with `fill(tmp)`, then renames it to `path`; a
     concurrent publisher that got there first wins, and its directory is the one kept."""

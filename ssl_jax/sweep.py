@@ -13,10 +13,11 @@ import traceback
 from types import ModuleType
 
 from ssl_jax import config as config_lib
-from ssl_jax.files import write_atomic
+from ssl_jax.files import save_figure, write_atomic
 
 _SHOWN = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_mlm_perplexity",
           "eval_nsp_accuracy", "loss")
+_MEASURED = ("probe_accuracy", "finetune_accuracy")  # what a run measures when it ends
 
 
 def point_dirname(name: str) -> str:
@@ -99,7 +100,7 @@ def best_row(rows: list[dict]) -> dict | None:
 def write_tables(rows: list[dict], workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     shown = _SHOWN + tuple(sorted({k for r in rows for k in r if k.startswith("eval_")}
-                                  - set(_SHOWN)))
+                                  - set(_SHOWN))) + _MEASURED
     metrics = [k for k in shown if any(k in r for r in rows)]
     fixed = ["name", "arg", "status", "step", "selection"]
     others = sorted({k for r in rows for k in r} - set(metrics) - set(fixed))
@@ -119,3 +120,31 @@ def write_tables(rows: list[dict], workdir: str) -> None:
         key = best["selection"].split(":")[0]
         lines += ["", f"Best point by {key}: **{best['name']}** ({key} = {best[key]:.4f})"]
     write_atomic(os.path.join(workdir, "sweep.md"), "# Sweep\n\n" + "\n".join(lines) + "\n")
+    plot_sweep(rows, os.path.join(workdir, "sweep.png"))
+
+
+def plot_sweep(rows: list[dict], path: str) -> bool:
+    """A bar per point of its headline number: probe_accuracy where the runs measured one
+    (vision pretexts), else the runs' selection metric. False (no file) when none has it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "probe_accuracy" if any("probe_accuracy" in r for r in rows) else (
+        rows[0].get("selection", "eval_loss:min").split(":")[0] if rows else "")
+    scored = [r for r in rows if isinstance(r.get(key), float)]
+    if not scored:
+        return False
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(scored) + 1.5), 4.0))
+    names, values = [r["name"] for r in scored], [r[key] for r in scored]
+    bars = ax.bar(range(len(scored)), values,
+                  color=["gray" if "random_init" in n else "tab:blue" for n in names])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(range(len(scored)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(key)
+    low = min(values)
+    ax.set_ylim(max(0.0, low - 0.1 * (max(values) - low + 1e-3) - 0.02), None)
+    ax.set_title(f"sweep: {key} per point")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True

@@ -15,7 +15,7 @@ CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "**", "*
 TINY = [("model.num_layers", "1"), ("model.hidden_size", "32"), ("model.num_heads", "2"),
         ("model.mlp_dim", "64"), ("max_seq_len", "32"), ("batch_size", "4"),
         ("num_train_steps", "1"), ("num_eval_batches", "1"), ("data.vocab_size", "1000"),
-        ("data.dupe_factor", "1")]
+        ("data.dupe_factor", "1"), ("probe.finetune_steps", "2")]
 
 
 # Fine-tuning configs read their task's fixture files (in the released formats).
@@ -177,7 +177,7 @@ def test_launch_sweep_writes_the_comparison(tmp_path, workers):
     workdir = tmp_path / "sweep"
     code = launch.main(["--config", str(tmp_path / "two.py"), "--workdir", str(workdir),
                         "--sweep", "--no-progress", "--sweep-workers", str(workers)]
-                       + [f"--config.{k}={v}" for k, v in TINY[:-3]])
+                       + [f"--config.{k}={v}" for k, v in TINY[:-4]])
     assert code == 0
     rows = (workdir / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("name,arg,status,step,selection,eval_loss") and len(rows) == 3
@@ -185,6 +185,7 @@ def test_launch_sweep_writes_the_comparison(tmp_path, workers):
     assert (workdir / "nsp=False" / "report.md").exists()
     table = (workdir / "sweep.md").read_text()
     assert "| mask_rate=0.15 | completed |" in table and "Best point by eval_loss" in table
+    assert (workdir / "sweep.png").stat().st_size > 0  # a bar per point of its eval_loss
 
 
 def test_best_sweep_point_follows_the_selection_metric():

@@ -1,5 +1,6 @@
 """The generic loop: learning, exact resume, NaN stop, pre-emption, workdir contents."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ssl_jax import config as config_lib
 from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.loop import train_and_evaluate
@@ -135,3 +137,27 @@ def test_checkpointer_keeps_latest_and_best(tmp_path):
     again.save(6, {"w": state["w"]}, {"next_index": 6}, {"eval_loss": 9.0})
     again.close()
     assert again.all_steps() == [2, 5, 6] and again.best_step() == 2
+
+
+def test_zero_steps_evaluates_and_keeps_the_initial_parameters(tmp_path):
+    """num_train_steps=0: the random-init baseline of a comparison. The initial parameters
+    are evaluated at step 0, checkpointed and measured (a vision task's probe); nothing trains."""
+    import jax
+
+    from ssl_jax.tasks.jigsaw import JigsawTask
+
+    config = config_lib.load_config(
+        os.path.join(ROOT, "experiments/vision/jigsaw.py:steps=0,batch=8"),
+        [("model.channels", "[8, 8, 8]"), ("data_threads", "1")])
+    summary = train_and_evaluate(config, str(tmp_path), progress=False)
+    assert summary["step"] == 0 and summary["ended"] == "completed"
+    assert abs(summary["eval_jigsaw_loss"] - math.log(100)) < 0.1  # untrained: ~log N
+    assert "probe_accuracy" in summary and (tmp_path / "probe.json").exists()
+    task = JigsawTask(config, str(tmp_path))
+    init = task.init_params(jax.random.PRNGKey(config.seed))
+    abstract = jax.eval_shape(lambda: init)
+    saved = Checkpointer(str(tmp_path / "checkpoints")).restore_params(abstract, step=0)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, saved, init)
+    with pytest.raises(ValueError, match="num_train_steps=-1"):
+        train_and_evaluate(config_lib.load_config(
+            os.path.join(ROOT, "experiments/vision/jigsaw.py:steps=-1")), str(tmp_path / "x"))

@@ -110,3 +110,66 @@ def _update(tx, loss_fn, params, state):
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss, logits
+
+
+# ----------------------------------------------------------------- probe layers, pretext nets
+
+def test_layer_features_match_the_encoders_own_outputs():
+    """ConvNet: the last layer's features are its pooled output (no pooling after it); an
+    earlier layer = mean over space of ReLU(conv_i), by hand. ViT: the last block's [CLS]
+    after the final LayerNorm is the pooled output."""
+    from ssl_jax.tasks.images import layer_features
+
+    images = jax.random.uniform(jax.random.PRNGKey(1), (3, 16, 16, 3))
+    conv = ConvNet((4, 6, 5), (3, 3, 3), (True, True, False))
+    params = conv.init(jax.random.PRNGKey(0), images)["params"]
+    np.testing.assert_allclose(layer_features(conv, params, images, 2),
+                               conv.apply({"params": params}, images)[1], rtol=1e-6)
+    first = nn.Conv(4, (3, 3), padding="SAME").apply({"params": params["conv_0"]}, images)
+    np.testing.assert_allclose(layer_features(conv, params, images, 0),
+                               jnp.mean(nn.relu(first), axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    vit = Vit(VitConfig(image_size=16, patch_size=4, hidden_size=16, num_layers=2,
+                        num_heads=2, mlp_dim=32))
+    vparams = vit.init(jax.random.PRNGKey(0), images)["params"]
+    last = layer_features(vit, vparams, images, 1)  # block 1's [CLS], before the final LN
+    normed = nn.LayerNorm(epsilon=1e-6).apply({"params": vparams["ln"]}, last)
+    np.testing.assert_allclose(normed, vit.apply({"params": vparams}, images)[1], atol=1e-5)
+    with pytest.raises(ValueError, match="probe layer=2"):
+        layer_features(vit, vparams, images, 2)
+
+
+def test_jigsaw_net_reads_tiles_in_their_order():
+    """Tiles go through one shared encoder; the features are concatenated in the given order,
+    so permuting the tiles changes the logits (the network can tell permutations apart), and
+    the same tiles in the same order give the same logits in any batch position."""
+    from ssl_jax.models.vision import JigsawNet
+
+    tiles = jax.random.uniform(jax.random.PRNGKey(2), (2, 9, 8, 8, 3))
+    net = JigsawNet(ConvNet((4, 8), (3, 3), (True, False)), num_permutations=7,
+                    tile_features=6, hidden=10)
+    params = net.init(jax.random.PRNGKey(0), tiles)["params"]
+    assert set(params) == {"encoder", "tile_fc", "fc", "classifier"}  # one encoder, shared
+    logits = net.apply({"params": params}, tiles)
+    assert logits.shape == (2, 7)
+    swapped = tiles[:, jnp.array([1, 0, 2, 3, 4, 5, 6, 7, 8])]
+    assert not np.allclose(net.apply({"params": params}, swapped), logits, atol=1e-4)
+    np.testing.assert_allclose(net.apply({"params": params}, tiles[::-1]), logits[::-1],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["convnet", "vit"])
+def test_context_encoder_predicts_every_pixel(encoder):
+    from ssl_jax.models.vision import ContextEncoder
+
+    images = jax.random.uniform(jax.random.PRNGKey(3), (2, 16, 16, 3))
+    if encoder == "vit":
+        enc = Vit(VitConfig(image_size=16, patch_size=4, hidden_size=16, num_layers=1,
+                            num_heads=2, mlp_dim=32))
+        model = ContextEncoder(enc, patch_size=4)
+    else:
+        model = ContextEncoder(ConvNet((4, 8), (3, 3), (True, True)))
+    params = model.init(jax.random.PRNGKey(0), images)["params"]
+    out = model.apply({"params": params}, images)
+    assert out.shape == images.shape and out.dtype == jnp.float32
+    if encoder == "convnet":  # the channel-wise FC: one [h*w, h*w] map per channel
+        assert params["channelwise_fc"].shape == (8, 16, 16)

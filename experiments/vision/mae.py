@@ -4,29 +4,27 @@
     python launch.py --config experiments/vision/mae.py:mask_ratio=0.5 --workdir runs/mae50
     python launch.py --config experiments/vision/mae.py:steps=300 --workdir runs/mae_sweep --sweep
 
-arg: a ViT size (vit-tiny vit-mini vit-s/16 ...) and key=value: mask_ratio (0.75),
+arg: a ViT size (vit-tiny vit-mini vit-s/16 ...) and key=value: pooling (mean | cls: the
+features the probe reads; MAE's [CLS] gets no direct training signal), mask_ratio (0.75),
 norm_pix_loss (True), decoder (hidden size, 64), decoder_layers (2), steps, batch, lr,
-source (digits or a prepared TFDS image dataset), image_size.
+source (digits or a prepared TFDS image dataset), image_size, probe_layer (-1), probe_labels
+(0 = all), finetune_steps (0) for the measurement at the end (see experiments/common.probe).
 get_sweep: the paper's mask-ratio ablation (0.5, 0.75, 0.9) and pixel targets with and
 without per-patch normalisation.
 """
 from experiments import common
 
-DEFAULTS = dict(variant="vit-tiny", mask_ratio=0.75, norm_pix_loss=True, decoder=64,
-                decoder_layers=2, steps=1000, batch=64, lr=1.5e-3, source="digits",
-                image_size=32)
+DEFAULTS = dict(variant="vit-tiny", pooling="mean", mask_ratio=0.75, norm_pix_loss=True,
+                decoder=64, decoder_layers=2, steps=1000, batch=64, lr=1.5e-3, source="digits",
+                image_size=32, **common.PROBE_ARGS)
 
 
 def get_config(arg=None):
     a = common.parse_arg(arg, DEFAULTS)
-    steps = int(a["steps"])
     model = common.vit_model(a["variant"])
-    return common.training(
-        task="mae", model=model, data=common.image_data(a["source"], int(a["image_size"])),
-        batch_size=int(a["batch"]), num_train_steps=steps,
-        max_seq_len=(int(a["image_size"]) // model.patch_size) ** 2,  # tokens per image
-        log_every_steps=max(1, min(50, steps // 20)), eval_every_steps=max(1, steps // 5),
-        checkpoint_every_steps=max(1, steps // 5),
+    model.pooling = a["pooling"]
+    return common.vision_pretext(
+        "mae", a, model, (int(a["image_size"]) // model.patch_size) ** 2,
         pretext=dict(mask_ratio=float(a["mask_ratio"]), norm_pix_loss=bool(a["norm_pix_loss"]),
                      decoder_hidden_size=int(a["decoder"]),
                      decoder_layers=int(a["decoder_layers"]), decoder_heads=4),
@@ -37,9 +35,5 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    base = ",".join(p for p in (arg or "").split(",")
-                    if p.strip() and not p.startswith(("mask_ratio=", "norm_pix_loss=")))
-    join = lambda *parts: ",".join(p for p in parts if p)
-    points = {f"mask_ratio={r}": join(base, f"mask_ratio={r}") for r in (0.5, 0.75, 0.9)}
-    points["norm_pix_loss=False"] = join(base, "norm_pix_loss=False")
-    return points
+    return common.sweep_of(arg, "mask_ratio", (0.5, 0.75, 0.9),
+                           {"norm_pix_loss=False": "norm_pix_loss=False"})

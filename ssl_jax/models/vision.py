@@ -9,8 +9,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ssl_jax.data.image_masks import patchify
+from ssl_jax.data.image_masks import patchify, unpatchify
 from ssl_jax.models.transformer import TransformerConfig
 
 Array = jax.Array
@@ -154,3 +155,80 @@ class MaskedAutoencoder(nn.Module):
         pred = nn.Dense(pixels, kernel_init=init, dtype=d.dtype, param_dtype=d.param_dtype,
                         name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
         return pred.astype(jnp.float32)
+
+
+class JigsawNet(nn.Module):
+    """Noroozi & Favaro's context-free network: every tile goes through the same encoder
+    (shared weights) and a per-tile layer (their fc6); the tile features are concatenated
+    in their shuffled order and classified into one of the N permutations (fc7 -> fc8).
+    tiles [batch, n, t, t, C] -> logits [batch, num_permutations]."""
+
+    encoder: nn.Module  # Vit (image_size = the tile size) or ConvNet
+    num_permutations: int
+    tile_features: int = 256
+    hidden: int = 512
+
+    @nn.compact
+    def __call__(self, tiles: Array) -> Array:
+        b, n = tiles.shape[:2]
+        _, pooled = self.encoder(tiles.reshape(b * n, *tiles.shape[2:]))  # [b*n, D]
+        x = nn.relu(nn.Dense(self.tile_features, name="tile_fc")(pooled))
+        x = nn.relu(nn.Dense(self.hidden, name="fc")(x.reshape(b, n * self.tile_features)))
+        return nn.Dense(self.num_permutations, name="classifier")(x)
+
+
+class ContextEncoder(nn.Module):
+    """Pathak et al.'s context encoder: the image with its hidden region filled by a constant
+    goes through the encoder; a decoder predicts every pixel (the loss reads the hidden ones).
+
+    ConvNet encoder: the paper's channel-wise fully connected bottleneck (each channel's
+    h x w map fully connected to itself, then a 1x1 convolution mixing channels), then one
+    up-convolution (2x nearest upsampling + 3x3 convolution) per pooling of the encoder.
+    ViT encoder: each patch token is mapped linearly to its patch's pixels.
+    images [b, H, W, C] -> pixels [b, H, W, C]."""
+
+    encoder: nn.Module
+    channels: int = 3
+    patch_size: int = 0  # > 0: the encoder is a ViT with this patch size
+    decoder_channels: tuple[int, ...] = (32, 16)
+
+    @nn.compact
+    def __call__(self, images: Array) -> Array:
+        feats, _ = self.encoder(images)
+        b, height, width = images.shape[:3]
+        if self.patch_size:
+            p = self.patch_size
+            tokens = feats[:, -(height // p) * (width // p):]  # drop [CLS] if present
+            pixels = nn.Dense(p * p * self.channels, name="decoder_pred")(tokens)
+            return unpatchify(pixels, p, height, width).astype(jnp.float32)
+        _, h, w, c = feats.shape
+        maps = feats.transpose(0, 3, 1, 2).reshape(b, c, h * w)  # [b, c, h*w]
+        kernel = self.param("channelwise_fc", nn.initializers.lecun_normal(batch_axis=(0,)),
+                            (c, h * w, h * w))
+        maps = jnp.einsum("bcs,cst->bct", maps, kernel.astype(maps.dtype))
+        x = nn.relu(maps.reshape(b, c, h, w).transpose(0, 2, 3, 1))
+        x = nn.relu(nn.Conv(c, (1, 1), name="bottleneck_mix")(x))
+        ups = int(round(np.log2(height / h)))
+        if h * 2 ** ups != height:
+            raise ValueError(f"encoder output {h}x{w} does not up-sample by powers of 2 to "
+                             f"{height}x{width}")
+        for i in range(ups):  # the paper's up-convolution: upsample, then convolve (a
+            # transposed convolution is ~4x slower on XLA:CPU for the same map)
+            ch = self.decoder_channels[min(i, len(self.decoder_channels) - 1)]
+            x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
+            x = nn.relu(nn.Conv(ch, (3, 3), name=f"up_{i}")(x))
+        return nn.Conv(self.channels, (3, 3), name="decoder_pred")(x).astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+    """The context encoder's adversary: a small conv-net scoring an image as real (logit)."""
+
+    channels: tuple[int, ...] = (32, 64)
+
+    @nn.compact
+    def __call__(self, images: Array) -> Array:
+        x = images
+        for i, ch in enumerate(self.channels):
+            x = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), name=f"conv_{i}")(x), 0.2)
+        return nn.Dense(1, name="logit")(x.reshape(x.shape[0], -1))[:, 0]
+

@@ -13,6 +13,8 @@ REGISTRY: dict[str, str] = {
     "gpt_pretrain": "ssl_jax.tasks.gpt_pretrain:GptPretrainTask",
     "finetune": "ssl_jax.tasks.finetune:FinetuneTask",
     "mae": "ssl_jax.tasks.mae:MaeTask",
+    "jigsaw": "ssl_jax.tasks.jigsaw:JigsawTask",
+    "inpaint": "ssl_jax.tasks.inpaint:InpaintTask",
 }
 
 

@@ -89,6 +89,11 @@ class Task:
         """Metrics of predict()'s outputs, concatenated in eval_examples() order."""
         raise NotImplementedError
 
+    def finish(self, params, workdir: str) -> dict[str, Any]:
+        """Once, when a run completes (process 0, host params): extra measurements (e.g. a
+        linear probe) written into workdir; their numbers join the run's summary."""
+        return {}
+
     def tokens_per_example(self) -> int:
         return self.config.max_seq_len
 

@@ -1,12 +1,20 @@
-"""What every vision pretext task shares: its images (config.data) and its encoder
-(config.model: a ViT from the shared block, or the small conv-net)."""
+"""What every vision pretext task shares: its images (config.data), its encoder
+(config.model: a ViT from the shared block, or the small conv-net), and what is measured
+once training ends (config.probe: a linear probe of the frozen encoder on labelled images,
+and pictures of the pretext task in the workdir)."""
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from ssl_jax.data.images import load_images
-from ssl_jax.models.vision import VitConfig
-from ssl_jax.tasks.base import stack_fields
+from ssl_jax.models.vision import ConvNet, Vit, VitConfig
+from ssl_jax.tasks.base import DTYPES, Task, stack_fields
+
+ENCODERS = ("vit", "convnet")
 
 
 def vit_config(model_config, image_size: int) -> VitConfig:
@@ -21,17 +29,118 @@ def vit_config(model_config, image_size: int) -> VitConfig:
                      pooling=m.pooling)
 
 
-def train_and_eval_images(data_config) -> tuple[np.ndarray, np.ndarray]:
-    """(train images, held-out images), float32 [N, size, size, 3] in [0, 1]; labels are not
-    used by pretext tasks (the linear probe reads them itself)."""
-    train, _, _ = load_images(data_config.source, "train", size=data_config.image_size,
-                              data_dir=data_config.get("data_dir"),
-                              limit=data_config.get("limit"))
-    held_out, _, _ = load_images(data_config.source, data_config.eval_split,
-                                 size=data_config.image_size,
-                                 data_dir=data_config.get("data_dir"),
-                                 limit=data_config.get("limit"))
-    if len(train) == 0 or len(held_out) == 0:
-        raise ValueError(f"data.source={data_config.source!r} gave {len(train)} training and "
-                         f"{len(held_out)} held-out images")
-    return train, held_out
+def build_encoder(model_config, image_size: int) -> nn.Module:
+    """config.model -> an unbound Vit (for `image_size` images) or ConvNet, checked."""
+    m = model_config
+    if m.encoder not in ENCODERS:
+        raise ValueError(f"model.encoder={m.encoder!r}; expected one of {ENCODERS}")
+    if m.encoder == "vit":
+        return Vit(vit_config(m, image_size))
+    channels, kernels, pools = tuple(m.channels), tuple(m.kernels), tuple(m.pool_after)
+    if not len(channels) == len(kernels) == len(pools) or not channels:
+        raise ValueError(f"model.channels {channels}, kernels {kernels} and pool_after "
+                         f"{pools} must have one entry per layer")
+    if min(channels) < 1 or min(kernels) < 1:
+        raise ValueError(f"model.channels {channels} and kernels {kernels} must be >= 1")
+    if m.dtype not in DTYPES or m.param_dtype not in DTYPES:
+        raise ValueError(f"model.dtype={m.dtype!r} / param_dtype={m.param_dtype!r}; expected "
+                         f"one of {sorted(DTYPES)}")
+    return ConvNet(channels, kernels, pools, dtype=DTYPES[m.dtype],
+                   param_dtype=DTYPES[m.param_dtype])
+
+
+def num_encoder_layers(encoder: nn.Module) -> int:
+    return encoder.config.num_layers if isinstance(encoder, Vit) else len(encoder.channels)
+
+
+def layer_features(encoder: nn.Module, encoder_params, images: jax.Array,
+                   layer: int = -1) -> jax.Array:
+    """Frozen features [batch, D] of `images` from one layer of the encoder: ConvNet layer i =
+    conv_i after its ReLU, averaged over space; ViT layer i = the output of block i, [CLS] or
+    the mean of the patch tokens as the model pools. -1 = the encoder's own output."""
+    n = num_encoder_layers(encoder)
+    if not -1 <= layer < n:
+        raise ValueError(f"probe layer={layer} must be -1 (the output) or in [0, {n})")
+    if layer == -1:
+        return encoder.apply({"params": encoder_params}, images)[1].astype(jnp.float32)
+    if isinstance(encoder, Vit) and encoder.config.scan_layers:
+        raise ValueError("probe layer >= 0 needs model.scan_layers=False (a scanned stack "
+                         "has no per-layer outputs to read)")
+    name = f"conv_{layer}" if isinstance(encoder, ConvNet) else f"layer_{layer}"
+    _, state = encoder.apply({"params": encoder_params}, images, mutable=["intermediates"],
+                             capture_intermediates=lambda mdl, _: mdl.name == name)
+    (out,), = [v["__call__"] for v in _find(state["intermediates"], name)]
+    if isinstance(encoder, ConvNet):
+        return jnp.mean(nn.relu(out), axis=(1, 2)).astype(jnp.float32)
+    tokens = out[0] if isinstance(out, tuple) else out  # [batch, tokens, hidden]
+    pooled = tokens[:, 0] if encoder.config.pooling == "cls" else jnp.mean(tokens, axis=1)
+    return pooled.astype(jnp.float32)
+
+
+def _find(tree: dict, name: str) -> list:
+    found = [v for k, v in tree.items() if k == name]
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != name:
+            found += _find(v, name)
+    return found
+
+
+class ImageTask(Task):
+    """A pretext task on unlabelled images whose encoder is judged by a linear probe.
+
+    Subclasses say where the encoder's parameters live (`encoder_params`), how an image is
+    presented to it for the probe (`probe_inputs`), and draw their pictures (`draw`)."""
+
+    def __init__(self, config, workdir: str):
+        super().__init__(config, workdir)
+        data = config.data
+        kw = dict(size=data.image_size, data_dir=data.get("data_dir"), limit=data.get("limit"))
+        self.train_images, self.train_labels, self.label_names = load_images(
+            data.source, "train", **kw)
+        self.eval_images, self.eval_labels, _ = load_images(data.source, data.eval_split, **kw)
+        if len(self.train_images) == 0 or len(self.eval_images) == 0:
+            raise ValueError(f"data.source={data.source!r} gave {len(self.train_images)} "
+                             f"training and {len(self.eval_images)} held-out images")
+        probe = config.get("probe")
+        if probe is not None:
+            from ssl_jax.eval.probe import check_probe_config
+            check_probe_config(probe, self.train_labels)
+
+    # ------------------------------------------------------------- subclasses
+    def encoder(self) -> nn.Module:
+        raise NotImplementedError
+
+    def encoder_params(self, params):
+        return params["encoder"]
+
+    def probe_inputs(self, images: jax.Array) -> jax.Array:
+        return images
+
+    def draw(self, params, workdir: str) -> list[str]:
+        """Writes PNGs of the pretext task into workdir; returns their file names."""
+        return []
+
+    # ------------------------------------------------------------- the end of a run
+    def encode(self, encoder_params, images: jax.Array, layer: int = -1) -> jax.Array:
+        """Features [batch, D] of whole images from the encoder's `layer` (jittable)."""
+        return layer_features(self.encoder(), encoder_params, self.probe_inputs(images), layer)
+
+    def features(self, params, images: jax.Array, layer: int = -1) -> jax.Array:
+        return self.encode(self.encoder_params(params), images, layer)
+
+    def finish(self, params, workdir: str) -> dict[str, Any]:
+        """The linear probe and, if configured, full fine-tuning of the encoder (probe.json),
+        and the pictures, of the trained (or, with num_train_steps=0, the random-init)
+        encoder; the probe's numbers join the run's summary."""
+        from ssl_jax.eval.probe import finetune_encoder, probe_encoder
+
+        results = {}
+        probe = self.config.get("probe")
+        if probe is not None:
+            results = probe_encoder(lambda x: self.features(params, x, probe.layer), self,
+                                    probe, workdir)
+            if probe.finetune_steps:
+                results.update(finetune_encoder(self.encode, self.encoder_params(params), self,
+                                                probe, workdir))
+        pictures = self.draw(params, workdir)
+        return dict(results, pictures=pictures) if pictures else results

@@ -3,17 +3,20 @@ the rest with the ViT, decode every patch, MSE on the hidden ones against per-pa
 normalised pixels."""
 from __future__ import annotations
 
+import os
+
+import jax
 import numpy as np
 
 from ssl_jax.data import image_masks
 from ssl_jax.data.batching import training_batches
 from ssl_jax.models.transformer import TransformerConfig
-from ssl_jax.models.vision import MaskedAutoencoder
-from ssl_jax.tasks.base import Task
-from ssl_jax.tasks.images import train_and_eval_images, vit_config
+from ssl_jax.eval.pictures import save_image_grid
+from ssl_jax.models.vision import MaskedAutoencoder, Vit
+from ssl_jax.tasks.images import ImageTask, vit_config
 
 
-class MaeTask(Task):
+class MaeTask(ImageTask):
     loss_terms = ("mae_loss",)
 
     def __init__(self, config, workdir: str):
@@ -30,10 +33,12 @@ class MaeTask(Task):
             num_heads=p.decoder_heads, mlp_dim=4 * p.decoder_hidden_size, dropout_rate=0.0,
             attention_dropout_rate=0.0, layer_norm_eps=1e-6, dtype=self.vit.dtype,
             param_dtype=self.vit.param_dtype)
-        self.train_images, self.eval_images = train_and_eval_images(config.data)
         rng = np.random.default_rng(config.seed + 11)  # every eval hides the same patches
         _, masks = image_masks.patch_masks(len(self.eval_images), n, p.mask_ratio, rng)
         self._eval = [{"image": x, "mask": m} for x, m in zip(self.eval_images, masks)]
+
+    def encoder(self) -> Vit:
+        return Vit(self.vit)
 
     def build_model(self, *, train: bool) -> MaskedAutoencoder:
         return MaskedAutoencoder(self.vit, self.decoder,
@@ -71,6 +76,27 @@ class MaeTask(Task):
             mask = mask * batch["example_weight"][:, None]
         count = mask.sum()
         return {"mae_loss": (image_masks.mae_loss_jax(pred, target, mask) * count, count)}
+
+    def draw(self, params, workdir: str) -> list[str]:
+        """mae_reconstructions.png: original, the visible patches, the prediction (hidden
+        patches predicted, visible ones as given, as in the paper's figures)."""
+        p = self.vit.patch_size
+        examples = self._eval[:8]
+        images = np.stack([e["image"] for e in examples])
+        masks = np.stack([e["mask"] for e in examples])  # [b, N], True = hidden
+        pred = np.asarray(jax.jit(self.build_model(train=False).apply)(
+            {"params": params}, images, masks))
+        patches = image_masks.patchify(images, p)
+        if self.config.pretext.norm_pix_loss:  # predictions are normalised: undo with the
+            mean = patches.mean(-1, keepdims=True)  # true patch's statistics to show them
+            pred = pred * np.sqrt(patches.var(-1, keepdims=True) + 1e-6) + mean
+        hidden = masks[..., None]
+        visible = image_masks.unpatchify(np.where(hidden, 0.5, patches), p)
+        filled = image_masks.unpatchify(np.where(hidden, pred, patches), p)
+        rows = [[x, v, f] for x, v, f in zip(images, visible, filled)]
+        return [save_image_grid(rows, ["original", "visible (grey = hidden)", "reconstruction"],
+                                os.path.join(workdir, "mae_reconstructions.png"),
+                                title=f"{self.num_masked}/{self.vit.num_patches} patches hidden")]
 
     def tokens_per_example(self) -> int:
         return self.vit.num_patches

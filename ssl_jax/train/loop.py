@@ -24,8 +24,8 @@ from ssl_jax.train.optim import make_optimizer
 from ssl_jax.train.sharding import Parallel, check_batch_size
 from ssl_jax.train.step import TrainState, make_eval_step, make_train_step
 
-_POSITIVE = ("batch_size", "max_seq_len", "num_train_steps", "log_every_steps",
-             "eval_every_steps", "checkpoint_every_steps")
+_POSITIVE = ("batch_size", "max_seq_len", "log_every_steps", "eval_every_steps",
+             "checkpoint_every_steps")
 
 
 def check_config(config) -> None:
@@ -33,6 +33,10 @@ def check_config(config) -> None:
     for name in _POSITIVE:
         if not isinstance(config[name], int) or config[name] < 1:
             raise ValueError(f"config.{name}={config[name]!r} must be a positive integer")
+    steps = config.num_train_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"config.num_train_steps={steps!r} must be an integer >= 0 (0: the "
+                         f"initial parameters are evaluated and kept untrained)")
     check_batch_size(config.batch_size)
 
 
@@ -154,6 +158,11 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
         return values
 
     try:
+        if total == 0 and resumed_from is None:  # an untrained (random-init) baseline
+            last = writer.write(0, evaluate(task, parallel, eval_step, state.params,
+                                            config.batch_size, config.get("num_eval_batches"),
+                                            predict_step))
+            checkpointer.save(0, parallel.get_state(state), iterator.get_state(), last)
         with _StopRequest() as stop:
             for step in range(start + 1, total + 1):
                 batch = parallel.put_batch(next(iterator))
@@ -201,6 +210,7 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                "selection": f"{task.best_metric}:{task.best_mode}",
                **{k: v for k, v in last.items() if k != "step"}}
     if ended == "completed" and jax.process_index() == 0:
+        summary.update(task.finish(jax.device_get(parallel.get_state(state).params), workdir))
         report.write_report(workdir, config, task.describe(), summary)
     write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Callable
 
-from ssl_jax.files import write_atomic
+from ssl_jax.files import save_figure, write_atomic
 from ssl_jax.train.metrics import read_metrics
 
 
@@ -34,8 +34,7 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], path: str, title: st
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
