@@ -124,14 +124,14 @@ def write_tables(rows: list[dict], workdir: str) -> None:
 
 
 def plot_sweep(rows: list[dict], path: str) -> bool:
-    """A bar per point of its headline number: probe_accuracy where the runs measured one
-    (vision pretexts), else the runs' selection metric. False (no file) when none has it."""
+    """A bar per point of the runs' selection metric (eval_loss, a task's dev metric, a
+    vision run's probe_accuracy). False (no file) when no point has it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = "probe_accuracy" if any("probe_accuracy" in r for r in rows) else (
-        rows[0].get("selection", "eval_loss:min").split(":")[0] if rows else "")
+    done = [r for r in rows if "selection" in r]
+    key = done[0]["selection"].split(":")[0] if done else ""
     scored = [r for r in rows if isinstance(r.get(key), float)]
     if not scored:
         return False

@@ -15,7 +15,7 @@ CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "**", "*
 TINY = [("model.num_layers", "1"), ("model.hidden_size", "32"), ("model.num_heads", "2"),
         ("model.mlp_dim", "64"), ("max_seq_len", "32"), ("batch_size", "4"),
         ("num_train_steps", "1"), ("num_eval_batches", "1"), ("data.vocab_size", "1000"),
-        ("data.dupe_factor", "1"), ("probe.finetune_steps", "2")]
+        ("data.dupe_factor", "1"), ("probe.finetune_steps", "2"), ("data.limit", "300")]
 
 
 # Fine-tuning configs read their task's fixture files (in the released formats).
@@ -69,7 +69,16 @@ def _train_one_step(path, arg, tmp_path):
     assert 0 < summary["loss"] < 20
 
 
-@pytest.mark.parametrize("path,arg", list(_points(sweeps=False)))
+# GLUE configs that are the shared experiments/finetune/common.py with another fixture and
+# nothing of their own (their parsers are tested in test_glue): one step each under -m slow.
+# cola (MCC), stsb (regression), mnli (two dev splits) keep their step in the default run.
+SAME_PATH_AS_COLA = {f"experiments/finetune/{t}.py" for t in ("sst2", "mrpc", "qqp", "qnli",
+                                                               "rte", "wnli")}
+
+
+@pytest.mark.parametrize("path,arg", [
+    pytest.param(path, arg, marks=[pytest.mark.slow] if path in SAME_PATH_AS_COLA else [])
+    for path, arg in _points(sweeps=False)])
 def test_every_config_trains_one_step(path, arg, tmp_path):
     _train_one_step(path, arg, tmp_path)
 
@@ -166,7 +175,7 @@ def test_empty_corpus_and_bad_vocab(capsys, tmp_path):
     assert code == 2 and "lacks the special tokens" in err, err
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_launch_sweep_writes_the_comparison(tmp_path, workers):
     (tmp_path / "two.py").write_text(
         '"""python launch.py --config experiments/two.py --workdir w --sweep"""\n'
@@ -177,7 +186,7 @@ def test_launch_sweep_writes_the_comparison(tmp_path, workers):
     workdir = tmp_path / "sweep"
     code = launch.main(["--config", str(tmp_path / "two.py"), "--workdir", str(workdir),
                         "--sweep", "--no-progress", "--sweep-workers", str(workers)]
-                       + [f"--config.{k}={v}" for k, v in TINY[:-4]])
+                       + [f"--config.{k}={v}" for k, v in TINY[:-5]])
     assert code == 0
     rows = (workdir / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("name,arg,status,step,selection,eval_loss") and len(rows) == 3

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
@@ -31,8 +32,10 @@ from tests.test_finetune import ft_config
 os.environ["SSL_JAX_DATA_DIR"] = {data_dir!r}
 out = {{}}
 for mode in ("jit", "pmap"):
-    for kind, config in (("pretrain", tiny_config(parallel=mode, **{fields!r})),
-                         ("finetune", ft_config({spec!r}, parallel=mode, **{ft_fields!r}))):
+    configs = {{"pretrain": lambda: tiny_config(parallel=mode, **{fields!r}),
+               "finetune": lambda: ft_config({spec!r}, parallel=mode, **{ft_fields!r})}}
+    for kind in {kinds!r}:
+        config = configs[kind]()
         workdir = os.path.join({tmp!r}, mode + kind)
         summary = train_and_evaluate(config, workdir, progress=False)
         out[mode + kind] = dict(
@@ -48,21 +51,28 @@ def _run(kind, config, workdir):
     return dict(losses=losses, **{k: summary[k] for k in COMPARED if k in summary})
 
 
-def test_pmap_equals_jit_equals_one_device(tmp_path):
-    single = {"pretrain": _run("pretrain", tiny_config(**FIELDS), str(tmp_path / "single")),
-              "finetune": _run("finetune", ft_config(FINETUNE[0], **FINETUNE[1]),
-                               str(tmp_path / "single_ft"))}
+# Pre-training in the default run; fine-tuning's scored predictions under -m slow (the same
+# Parallel wrappers plus the predict step; ~45 s more).
+@pytest.mark.parametrize("kind", ["pretrain", pytest.param("finetune", marks=pytest.mark.slow)])
+def test_pmap_equals_jit_equals_one_device(tmp_path, kind):
+    if kind == "pretrain":
+        single = {"pretrain": _run("pretrain", tiny_config(**FIELDS), str(tmp_path / "single"))}
+    else:
+        single = {"finetune": _run("finetune", ft_config(FINETUNE[0], **FINETUNE[1]),
+                                   str(tmp_path / "single_ft"))}
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
     code = _CHILD.format(root=ROOT, tmp=str(tmp_path), fields=FIELDS, spec=FINETUNE[0],
-                         ft_fields=FINETUNE[1], compared=COMPARED,
+                         ft_fields=FINETUNE[1], compared=COMPARED, kinds=[kind],
                          data_dir=os.environ["SSL_JAX_DATA_DIR"])
     child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, timeout=600)
     assert child.returncode == 0, child.stderr[-3000:]
     out = json.loads(child.stdout.strip().splitlines()[-1])
-    assert len(single["pretrain"]["losses"]) == 3
-    assert {"eval_accuracy", "eval_f1"} <= set(single["finetune"])
+    if kind == "pretrain":
+        assert len(single["pretrain"]["losses"]) == 3
+    else:
+        assert {"eval_accuracy", "eval_f1"} <= set(single["finetune"])
     for mode in ("jit", "pmap"):
         for kind, reference in single.items():
             got = out[mode + kind]

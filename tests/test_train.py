@@ -148,7 +148,7 @@ def test_zero_steps_evaluates_and_keeps_the_initial_parameters(tmp_path):
 
     config = config_lib.load_config(
         os.path.join(ROOT, "experiments/vision/jigsaw.py:steps=0,batch=8"),
-        [("model.channels", "[8, 8, 8]"), ("data_threads", "1")])
+        [("model.channels", "[8, 8, 8]"), ("data_threads", "1"), ("data.limit", "300")])
     summary = train_and_evaluate(config, str(tmp_path), progress=False)
     assert summary["step"] == 0 and summary["ended"] == "completed"
     assert abs(summary["eval_jigsaw_loss"] - math.log(100)) < 0.1  # untrained: ~log N

@@ -9,7 +9,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from ssl_jax.data.batching import training_batches
 from ssl_jax.data.images import load_images
 from ssl_jax.models.vision import ConvNet, Vit, VitConfig
 from ssl_jax.tasks.base import DTYPES, Task, stack_fields
@@ -77,6 +79,13 @@ def layer_features(encoder: nn.Module, encoder_params, images: jax.Array,
     return pooled.astype(jnp.float32)
 
 
+def standardize(images, eps: float = 1e-5):
+    """[b, H, W, C] -> zero mean, unit variance per image and channel (numpy or jax): how a
+    jigsaw encoder, trained on normalised tiles, is shown whole images or centred tiles."""
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    return (images - mean) / (images.var(axis=(1, 2), keepdims=True) + eps) ** 0.5
+
+
 def _find(tree: dict, name: str) -> list:
     found = [v for k, v in tree.items() if k == name]
     for k, v in tree.items():
@@ -107,6 +116,10 @@ class ImageTask(Task):
             check_probe_config(probe, self.train_labels)
 
     # ------------------------------------------------------------- subclasses
+    def example(self, image: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One training or held-out example of the pretext task from one image."""
+        raise NotImplementedError
+
     def encoder(self) -> nn.Module:
         raise NotImplementedError
 
@@ -116,9 +129,33 @@ class ImageTask(Task):
     def probe_inputs(self, images: jax.Array) -> jax.Array:
         return images
 
+    # ------------------------------------------------------------- data, shared
+    def held_out_examples(self) -> list[dict[str, np.ndarray]]:
+        """The held-out images as examples, drawn once with a fixed seed: every evaluation
+        sees the same puzzles / holes / masks."""
+        rng = np.random.default_rng(self.config.seed + 11)
+        return [self.example(x, rng) for x in self.eval_images]
+
+    def eval_examples(self):
+        return self._eval
+
+    def dummy_batch(self, batch_size: int):
+        return {k: np.repeat(v[None], batch_size, 0) for k, v in self._eval[0].items()}
+
+    def train_dataset(self, process_index: int = 0, process_count: int = 1):
+        return training_batches(list(self.train_images), seed=self.config.seed,
+                                batch_size=self.config.batch_size // process_count,
+                                process_index=process_index, process_count=process_count,
+                                random_map=self.example)
+
     def draw(self, params, workdir: str) -> list[str]:
         """Writes PNGs of the pretext task into workdir; returns their file names."""
         return []
+
+    def describe(self) -> dict[str, Any]:
+        return {"images": {"source": self.config.data.source, "train": len(self.train_images),
+                           "held_out": len(self.eval_images),
+                           "size": self.config.data.image_size}}
 
     # ------------------------------------------------------------- the end of a run
     def encode(self, encoder_params, images: jax.Array, layer: int = -1) -> jax.Array:
@@ -139,6 +176,7 @@ class ImageTask(Task):
         if probe is not None:
             results = probe_encoder(lambda x: self.features(params, x, probe.layer), self,
                                     probe, workdir)
+            results["selection"] = "probe_accuracy:max"  # what a sweep compares runs by
             if probe.finetune_steps:
                 results.update(finetune_encoder(self.encode, self.encoder_params(params), self,
                                                 probe, workdir))

@@ -12,7 +12,6 @@ import numpy as np
 import optax
 
 from ssl_jax.data import image_masks
-from ssl_jax.data.batching import training_batches
 from ssl_jax.eval.pictures import save_image_grid
 from ssl_jax.models.vision import ContextEncoder, Discriminator, Vit
 from ssl_jax.tasks.images import ImageTask, build_encoder
@@ -36,8 +35,7 @@ class InpaintTask(ImageTask):
             else ("inpaint_loss",)
         # the hole is filled with the training images' mean colour (the paper's mean pixel)
         self.fill = self.train_images.mean(axis=(0, 1, 2)).astype(np.float32)  # [C]
-        rng = np.random.default_rng(config.seed + 11)  # every eval hides the same pixels
-        self._eval = [self._example(x, rng) for x in self.eval_images]
+        self._eval = self.held_out_examples()
 
     def region(self, rng: np.random.Generator) -> np.ndarray:
         """bool [size, size]: the region the decoder predicts (hole + overlap band)."""
@@ -48,7 +46,7 @@ class InpaintTask(ImageTask):
             return image_masks.random_blocks_mask(self.size, rng, p.block, p.coverage)
         return image_masks.random_region_mask(self.size, rng, p.coverage)
 
-    def _example(self, image: np.ndarray, rng: np.random.Generator) -> dict:
+    def example(self, image: np.ndarray, rng: np.random.Generator) -> dict:
         p = self.config.pretext
         region = self.region(rng)
         hole = image_masks.erode_mask(region, p.overlap)  # blanked in the input
@@ -79,23 +77,11 @@ class InpaintTask(ImageTask):
         return {"generator": generator,
                 "discriminator": Discriminator().init(disc_rng, images)["params"]}
 
-    def dummy_batch(self, batch_size: int):
-        return {k: np.repeat(v[None], batch_size, 0) for k, v in self._eval[0].items()}
-
     def model_inputs(self, batch: dict) -> dict:
         return {"images": self.blank(batch["image"], batch["hole"])}
 
     def blank(self, images, hole):
         return jnp.where(hole[..., None], jnp.asarray(self.fill), images)
-
-    def train_dataset(self, process_index: int = 0, process_count: int = 1):
-        return training_batches(list(self.train_images), seed=self.config.seed,
-                                batch_size=self.config.batch_size // process_count,
-                                process_index=process_index, process_count=process_count,
-                                random_map=self._example)
-
-    def eval_examples(self):
-        return self._eval
 
     def stats(self, params, batch, rng, *, train: bool):
         images, weights = batch["image"], batch["weights"]  # weights [b, H, W], 0 = not predicted
@@ -153,8 +139,6 @@ class InpaintTask(ImageTask):
     def describe(self):
         p = self.config.pretext
         hidden = float(np.mean([e["hole"].mean() for e in self._eval]))
-        return {"images": {"source": self.config.data.source, "train": len(self.train_images),
-                           "held_out": len(self.eval_images), "size": self.size},
-                "mask": p.mask, "coverage": p.coverage, "hole_fraction_held_out": hidden,
-                "overlap": p.overlap, "overlap_weight": p.overlap_weight,
-                "adversarial_weight": p.adversarial_weight}
+        return {**super().describe(), "mask": p.mask, "coverage": p.coverage,
+                "hole_fraction_held_out": hidden, "overlap": p.overlap,
+                "overlap_weight": p.overlap_weight, "adversarial_weight": p.adversarial_weight}

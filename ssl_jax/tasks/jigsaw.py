@@ -12,10 +12,9 @@ import numpy as np
 import optax
 
 from ssl_jax.data import jigsaw
-from ssl_jax.data.batching import training_batches
 from ssl_jax.eval.pictures import save_image_grid, tiles_with_gaps, to_unit_range
 from ssl_jax.models.vision import JigsawNet, Vit
-from ssl_jax.tasks.images import ImageTask, build_encoder, layer_features
+from ssl_jax.tasks.images import ImageTask, build_encoder, layer_features, standardize
 
 
 class JigsawTask(ImageTask):
@@ -33,10 +32,9 @@ class JigsawTask(ImageTask):
         self.perms = jigsaw.permutation_set(p.num_permutations, p.grid * p.grid,
                                             p.permutation_seed)
         self._encoder = build_encoder(config.model, self.tile_size)
-        rng = np.random.default_rng(config.seed + 11)  # every eval sees the same puzzles
-        self._eval = [self._example(x, rng) for x in self.eval_images]
+        self._eval = self.held_out_examples()
 
-    def _example(self, image: np.ndarray, rng: np.random.Generator) -> dict:
+    def example(self, image: np.ndarray, rng: np.random.Generator) -> dict:
         p = self.config.pretext
         return jigsaw.jigsaw_example(image, self.perms, rng, grid=p.grid, gap=self.gap,
                                      jitter=p.jitter, color=p.color_jitter > 0,
@@ -50,20 +48,8 @@ class JigsawTask(ImageTask):
         p = self.config.pretext
         return JigsawNet(self._encoder, len(self.perms), p.tile_features, p.hidden)
 
-    def dummy_batch(self, batch_size: int):
-        return {k: np.repeat(v[None], batch_size, 0) for k, v in self._eval[0].items()}
-
     def model_inputs(self, batch: dict) -> dict:
         return {"tiles": batch["tiles"]}
-
-    def train_dataset(self, process_index: int = 0, process_count: int = 1):
-        return training_batches(list(self.train_images), seed=self.config.seed,
-                                batch_size=self.config.batch_size // process_count,
-                                process_index=process_index, process_count=process_count,
-                                random_map=self._example)
-
-    def eval_examples(self):
-        return self._eval
 
     def stats(self, params, batch, rng, *, train: bool):
         logits = self.build_model(train=train).apply({"params": params}, batch["tiles"])
@@ -83,11 +69,7 @@ class JigsawTask(ImageTask):
     def probe_inputs(self, images):
         """The encoder saw normalised tiles: a conv-net reads the whole image normalised the
         same way; a ViT (fixed to the tile size) reads the grid's centred tiles."""
-        if not isinstance(self._encoder, Vit):
-            mean = images.mean(axis=(1, 2), keepdims=True)
-            std = images.std(axis=(1, 2), keepdims=True)
-            return (images - mean) / jnp.sqrt(std ** 2 + 1e-5)
-        return images
+        return images if isinstance(self._encoder, Vit) else standardize(images)
 
     def encode(self, encoder_params, images, layer: int = -1):
         if not isinstance(self._encoder, Vit):
@@ -99,9 +81,7 @@ class JigsawTask(ImageTask):
         cols = offsets[:, 1, None] + np.arange(t)
         tiles = images[:, rows[:, :, None], cols[:, None, :]]  # [b, g*g, t, t, C]
         b = images.shape[0]
-        tiles = tiles.reshape(b * g * g, t, t, -1)
-        mean = tiles.mean(axis=(1, 2), keepdims=True)
-        tiles = (tiles - mean) / jnp.sqrt(tiles.var(axis=(1, 2), keepdims=True) + 1e-5)
+        tiles = standardize(tiles.reshape(b * g * g, t, t, -1))
         feats = layer_features(self._encoder, encoder_params, tiles, layer)
         return feats.reshape(b, -1)
 
@@ -127,11 +107,8 @@ class JigsawTask(ImageTask):
 
     def describe(self):
         p = self.config.pretext
-        return {"images": {"source": self.config.data.source, "train": len(self.train_images),
-                           "held_out": len(self.eval_images),
-                           "size": self.config.data.image_size},
-                "grid": p.grid, "tile_size": self.tile_size, "gap": self.gap,
-                "num_permutations": len(self.perms),
+        return {**super().describe(), "grid": p.grid, "tile_size": self.tile_size,
+                "gap": self.gap, "num_permutations": len(self.perms),
                 "min_hamming": jigsaw.min_hamming(self.perms),
                 "baselines": {"chance accuracy": 1.0 / len(self.perms),
                               "chance loss (log N)": float(np.log(len(self.perms)))}}

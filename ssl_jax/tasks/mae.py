@@ -9,7 +9,6 @@ import jax
 import numpy as np
 
 from ssl_jax.data import image_masks
-from ssl_jax.data.batching import training_batches
 from ssl_jax.models.transformer import TransformerConfig
 from ssl_jax.eval.pictures import save_image_grid
 from ssl_jax.models.vision import MaskedAutoencoder, Vit
@@ -33,9 +32,7 @@ class MaeTask(ImageTask):
             num_heads=p.decoder_heads, mlp_dim=4 * p.decoder_hidden_size, dropout_rate=0.0,
             attention_dropout_rate=0.0, layer_norm_eps=1e-6, dtype=self.vit.dtype,
             param_dtype=self.vit.param_dtype)
-        rng = np.random.default_rng(config.seed + 11)  # every eval hides the same patches
-        _, masks = image_masks.patch_masks(len(self.eval_images), n, p.mask_ratio, rng)
-        self._eval = [{"image": x, "mask": m} for x, m in zip(self.eval_images, masks)]
+        self._eval = self.held_out_examples()
 
     def encoder(self) -> Vit:
         return Vit(self.vit)
@@ -45,25 +42,13 @@ class MaeTask(ImageTask):
                                  num_visible=self.vit.num_patches - self.num_masked,
                                  deterministic=not train)
 
-    def dummy_batch(self, batch_size: int):
-        return {k: np.repeat(v[None], batch_size, 0) for k, v in self._eval[0].items()}
-
     def model_inputs(self, batch: dict) -> dict:
         return {"images": batch["image"], "mask": batch["mask"]}
 
-    def _masked(self, image: np.ndarray, rng: np.random.Generator) -> dict:
+    def example(self, image: np.ndarray, rng: np.random.Generator) -> dict:
         _, mask = image_masks.patch_mask(self.vit.num_patches, self.config.pretext.mask_ratio,
                                          rng)
         return {"image": image, "mask": mask}
-
-    def train_dataset(self, process_index: int = 0, process_count: int = 1):
-        return training_batches(list(self.train_images), seed=self.config.seed,
-                                batch_size=self.config.batch_size // process_count,
-                                process_index=process_index, process_count=process_count,
-                                random_map=self._masked)
-
-    def eval_examples(self):
-        return self._eval
 
     def stats(self, params, batch, rng, *, train: bool):
         pred = self.build_model(train=train).apply(
@@ -103,10 +88,8 @@ class MaeTask(ImageTask):
 
     def describe(self):
         p = self.config.pretext
-        return {"images": {"source": self.config.data.source, "train": len(self.train_images),
-                           "held_out": len(self.eval_images),
-                           "size": self.config.data.image_size},
-                "patches": self.vit.num_patches, "hidden_per_image": self.num_masked,
-                "mask_ratio": p.mask_ratio, "norm_pix_loss": bool(p.norm_pix_loss),
+        return {**super().describe(), "patches": self.vit.num_patches,
+                "hidden_per_image": self.num_masked, "mask_ratio": p.mask_ratio,
+                "norm_pix_loss": bool(p.norm_pix_loss),
                 "baselines": {"predict zeros (normalised targets)": 1.0}
                 if p.norm_pix_loss else {}}
