@@ -97,8 +97,10 @@ def _find(tree: dict, name: str) -> list:
 class ImageTask(Task):
     """A pretext task on unlabelled images whose encoder is judged by a linear probe.
 
-    Subclasses say where the encoder's parameters live (`encoder_params`), how an image is
-    presented to it for the probe (`probe_inputs`), and draw their pictures (`draw`)."""
+    Subclasses build one example from one image (`example`) and end their __init__ with
+    `self._eval = self.held_out_examples()`; they say where the encoder's parameters live
+    (`encoder_params`), how an image is presented to it for the probe (`probe_inputs`), and
+    draw their pictures (`draw`). Fine-tuning reads the encoder's output (layer -1)."""
 
     def __init__(self, config, workdir: str):
         super().__init__(config, workdir)
