@@ -137,8 +137,9 @@ def plot_sweep(rows: list[dict], path: str) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(scored) + 1.5), 4.0))
     names, values = [r["name"] for r in scored], [r[key] for r in scored]
+    # grey: untrained points (num_train_steps=0, e.g. a random-init baseline)
     bars = ax.bar(range(len(scored)), values,
-                  color=["gray" if "random_init" in n else "tab:blue" for n in names])
+                  color=["gray" if r.get("step") == 0 else "tab:blue" for r in scored])
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set_xticks(range(len(scored)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(key)

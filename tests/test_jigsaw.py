@@ -191,6 +191,7 @@ def test_bad_inputs_name_the_value():
 def test_short_jigsaw_run_is_far_above_chance(tmp_path):
     """100 permutations (chance 1%): 120 steps on the embedded digits solve most held-out
     puzzles; the run writes its probe and its picture of shuffled and re-ordered tiles."""
+    import json
     import os
 
     from ssl_jax import config as config_lib
@@ -210,3 +211,5 @@ def test_short_jigsaw_run_is_far_above_chance(tmp_path):
     assert summary["eval_jigsaw_loss"] < 0.5 * math.log(100)
     assert (tmp_path / "jigsaw_examples.png").exists() and (tmp_path / "probe.json").exists()
     assert 0.5 < summary["probe_accuracy"] <= 1.0
+    saved = json.loads((tmp_path / "probe.json").read_text())  # the numbers and the protocol
+    assert saved["probe_accuracy"] == summary["probe_accuracy"] and saved["layer"] == -1

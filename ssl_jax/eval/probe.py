@@ -3,7 +3,6 @@ standard measure of what a self-supervised encoder learned; and full fine-tuning
 encoder with a linear layer on labelled images (what a pre-trained encoder is used for)."""
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 import jax
@@ -74,17 +73,18 @@ def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return np.sort(np.concatenate(picks))
 
 
-def probe_encoder(encode: Callable, task, probe, workdir: str) -> dict[str, float]:
+# probe_encoder's / finetune_encoder's numbers that join a run's summary (and a sweep's row)
+SUMMARY_KEYS = ("probe_accuracy", "probe_accuracy_std", "probe_accuracy_all_labels",
+                "probe_train_accuracy_all_labels", "finetune_accuracy")
+
+
+def probe_encoder(encode: Callable, task, probe) -> dict:
     """Linear probes of encode(images) -> [b, D] on the task's labelled images (train split
-    to fit, held-out split to score), written to workdir/probe.json.
+    to fit, held-out split to score): the numbers (SUMMARY_KEYS) and the protocol's facts.
 
     probe_accuracy is the configured protocol: all labels (labels_per_class=0), or the mean
     over `draws` seeded draws of labels_per_class labelled images per class (the low-label
     regime, where representations differ most); probe_accuracy_all_labels is always given."""
-    import os
-
-    from ssl_jax.files import write_atomic
-
     train_x = extract_features(encode, task.train_images)
     test_x = extract_features(encode, task.eval_images)
     train_y, test_y = task.train_labels, task.eval_labels
@@ -101,28 +101,22 @@ def probe_encoder(encode: Callable, task, probe, workdir: str) -> dict[str, floa
         result["probe_accuracy_std"] = float(np.std(draws))
     else:
         result["probe_accuracy"] = full["accuracy"]
-    facts = dict(result, layer=probe.layer, l2=probe.l2,
-                 labels_per_class=probe.labels_per_class, draws=draws,
-                 feature_dim=int(train_x.shape[1]), train_images=len(train_x),
-                 test_images=len(test_x))
-    write_atomic(os.path.join(workdir, "probe.json"), json.dumps(facts, indent=2) + "\n")
-    return result
+    return dict(result, layer=probe.layer, l2=probe.l2,
+                labels_per_class=probe.labels_per_class, draws=draws,
+                feature_dim=int(train_x.shape[1]), train_images=len(train_x),
+                test_images=len(test_x))
 
 
-def finetune_encoder(encode: Callable, encoder_params, task, probe, workdir: str,
-                     batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+def finetune_encoder(encode: Callable, encoder_params, task, probe, batch_size: int = 64,
+                     seed: int = 0) -> dict:
     """Full fine-tuning: encode(encoder_params, images) -> [b, D], standardised with the
     starting encoder's training-feature statistics (fixed; the probe's StandardScaler, as
     MAE puts a BatchNorm before its head), then a fresh zero-initialised linear layer; every
     parameter trained (AdamW, cosine decay, probe.finetune_steps steps) on the labelled
     training images (labels_per_class of them if set: the first probe draw); accuracy on
-    the held-out images. Adds finetune_* to workdir/probe.json."""
-    import os
-
+    the held-out images (finetune_accuracy) and the recipe's facts."""
     import jax.numpy as jnp
     import optax
-
-    from ssl_jax.files import read_json, write_atomic
 
     train_x, train_y = task.train_images, task.train_labels
     if probe.labels_per_class:
@@ -155,11 +149,7 @@ def finetune_encoder(encode: Callable, encoder_params, task, probe, workdir: str
         params, opt_state = step(params, opt_state, train_x[batch], train_y[batch])
     predicted = extract_features(lambda x: jnp.argmax(logits(params, x), -1)[:, None],
                                  task.eval_images)[:, 0]
-    result = {"finetune_accuracy": float(np.mean(predicted == task.eval_labels))}
-    path = os.path.join(workdir, "probe.json")
-    facts = dict(read_json(path, "probe results"), **result,
-                 finetune_steps=probe.finetune_steps,
-                 finetune_learning_rate=probe.finetune_learning_rate,
-                 finetune_train_images=len(train_x))
-    write_atomic(path, json.dumps(facts, indent=2) + "\n")
-    return result
+    return {"finetune_accuracy": float(np.mean(predicted == task.eval_labels)),
+            "finetune_steps": probe.finetune_steps,
+            "finetune_learning_rate": probe.finetune_learning_rate,
+            "finetune_train_images": len(train_x)}

@@ -4,6 +4,8 @@ once training ends (config.probe: a linear probe of the frozen encoder on labell
 and pictures of the pretext task in the workdir)."""
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -13,6 +15,7 @@ import numpy as np
 
 from ssl_jax.data.batching import training_batches
 from ssl_jax.data.images import load_images
+from ssl_jax.files import write_atomic
 from ssl_jax.models.vision import ConvNet, Vit, VitConfig
 from ssl_jax.tasks.base import DTYPES, Task, stack_fields
 
@@ -171,16 +174,17 @@ class ImageTask(Task):
         """The linear probe and, if configured, full fine-tuning of the encoder (probe.json),
         and the pictures, of the trained (or, with num_train_steps=0, the random-init)
         encoder; the probe's numbers join the run's summary."""
-        from ssl_jax.eval.probe import finetune_encoder, probe_encoder
+        from ssl_jax.eval.probe import SUMMARY_KEYS, finetune_encoder, probe_encoder
 
         results = {}
         probe = self.config.get("probe")
         if probe is not None:
-            results = probe_encoder(lambda x: self.features(params, x, probe.layer), self,
-                                    probe, workdir)
-            results["selection"] = "probe_accuracy:max"  # what a sweep compares runs by
+            facts = probe_encoder(lambda x: self.features(params, x, probe.layer), self, probe)
             if probe.finetune_steps:
-                results.update(finetune_encoder(self.encode, self.encoder_params(params), self,
-                                                probe, workdir))
+                facts.update(finetune_encoder(self.encode, self.encoder_params(params), self,
+                                              probe))
+            write_atomic(os.path.join(workdir, "probe.json"), json.dumps(facts, indent=2) + "\n")
+            results = {k: facts[k] for k in SUMMARY_KEYS if k in facts}
+            results["selection"] = "probe_accuracy:max"  # what a sweep compares runs by
         pictures = self.draw(params, workdir)
         return dict(results, pictures=pictures) if pictures else results
