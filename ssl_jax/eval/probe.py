@@ -45,12 +45,12 @@ def check_probe_config(probe, train_labels: np.ndarray) -> None:
     """config.probe's values, checked against the labelled training images (before any
     compute): layer (int >= -1), l2 > 0, labels_per_class (0 = all, or at most the smallest
     class's count), draws >= 1, finetune_steps >= 0, finetune_learning_rate > 0."""
-    if probe.finetune_steps < 0 or not probe.finetune_learning_rate > 0:
-        raise ValueError(f"probe.finetune_steps={probe.finetune_steps} must be >= 0 and "
-                         f"probe.finetune_learning_rate={probe.finetune_learning_rate} > 0")
     for name in ("layer", "labels_per_class", "draws", "finetune_steps"):
         if isinstance(probe[name], bool) or not isinstance(probe[name], int):
             raise ValueError(f"probe.{name}={probe[name]!r} must be an int")
+    if probe.finetune_steps < 0 or not probe.finetune_learning_rate > 0:
+        raise ValueError(f"probe.finetune_steps={probe.finetune_steps} must be >= 0 and "
+                         f"probe.finetune_learning_rate={probe.finetune_learning_rate} > 0")
     if probe.layer < -1:
         raise ValueError(f"probe.layer={probe.layer} must be -1 (the encoder's output) or a "
                          f"layer index >= 0")
