@@ -111,9 +111,9 @@ def vit_model(variant: str) -> ml_collections.ConfigDict:
     size = VIT_SIZES[variant]
     return ml_collections.ConfigDict(dict(
         encoder="vit", variant=variant, **size, mlp_dim=4 * size["hidden_size"],
-        pooling="cls", activation="gelu", dropout_rate=0.0, attention_dropout_rate=0.0,
-        layer_norm_eps=1e-6, initializer_range=0.02, scan_layers=False, remat=False,
-        dtype="float32", param_dtype="float32"))
+        pooling="cls", position="learned", activation="gelu", dropout_rate=0.0,
+        attention_dropout_rate=0.0, layer_norm_eps=1e-6, initializer_range=0.02,
+        scan_layers=False, remat=False, dtype="float32", param_dtype="float32"))
 
 
 def image_data(source: str = "digits", image_size: int = 32) -> ml_collections.ConfigDict:

@@ -7,7 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from ssl_jax.models.vision import ConvNet, Vit, VitConfig, patchify
+from ssl_jax.models.transformer import TransformerConfig
+from ssl_jax.models.vision import (ConvNet, MaskedAutoencoder, Vit, VitConfig, patchify,
+                                  sincos_positions)
 
 CONFIG = VitConfig(image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=2,
                    mlp_dim=64, pooling="mean")
@@ -75,6 +77,49 @@ def test_cls_pooling_and_bad_input():
         VitConfig(pooling="max")
     with pytest.raises(ValueError, match=r"the model expects \(16, 16, 3\)"):
         model.apply({"params": params}, jnp.zeros((1, 32, 32, 3)))
+
+
+def test_sincos_positions_by_hand():
+    """MAE's fixed 2-D table: for dim 8, channels 0-3 = sin/cos of the row at frequencies
+    1 and 1/100, channels 4-7 the same of the column; patch 6 of a 4x4 grid = row 1, col 2."""
+    table = sincos_positions(4, 8)
+    assert table.shape == (16, 8)
+    row, col = 1, 2  # patch 6
+    expected = [np.sin(row), np.sin(row / 100), np.cos(row), np.cos(row / 100),
+                np.sin(col), np.sin(col / 100), np.cos(col), np.cos(col / 100)]
+    np.testing.assert_allclose(table[6], expected, rtol=1e-6)
+    np.testing.assert_allclose(table[0], [0, 0, 1, 1, 0, 0, 1, 1])
+    assert len(np.unique(table.round(6), axis=0)) == 16  # every patch its own code
+    with pytest.raises(ValueError, match="divisible by 4, got 6"):
+        sincos_positions(4, 6)
+
+
+def test_sincos_vit_adds_the_fixed_table_and_has_no_position_parameter():
+    config = VitConfig(**{**CONFIG.__dict__, "position": "sincos"})
+    model = Vit(config)
+    images = _images()
+    params = model.init(jax.random.PRNGKey(1), images)["params"]
+    assert "position" not in params
+    captured = {}
+
+    def spy(next_fn, args, kwargs, context):
+        if context.module.name == "stack":
+            captured["x"] = args[0]
+        return next_fn(*args, **kwargs)
+
+    with nn.intercept_methods(spy):
+        model.apply({"params": params}, images)
+    embedded = np.asarray(patchify(images, 4)) @ np.asarray(params["patch_embedding"]["kernel"])
+    embedded += np.asarray(params["patch_embedding"]["bias"]) + sincos_positions(4, 32)
+    np.testing.assert_allclose(np.asarray(captured["x"]), embedded, rtol=1e-5, atol=1e-5)
+    decoder = TransformerConfig(hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
+    mae = MaskedAutoencoder(config, decoder, num_visible=4)  # MAE: fixed tables in both
+    mae_params = mae.init(jax.random.PRNGKey(2), images, jnp.arange(16)[None] % 4 > 0)["params"]
+    assert "position" not in mae_params["encoder"] and "decoder_position" not in mae_params
+    with pytest.raises(ValueError, match="position='rope'"):
+        VitConfig(position="rope")
+    with pytest.raises(ValueError, match="divisible by 4, got 30"):
+        VitConfig(position="sincos", hidden_size=30, num_heads=3)
 
 
 @pytest.mark.parametrize("encoder", ["vit", "convnet"])

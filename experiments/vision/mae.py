@@ -5,7 +5,9 @@
     python launch.py --config experiments/vision/mae.py:steps=300 --workdir runs/mae_sweep --sweep
 
 arg: a ViT size (vit-tiny vit-mini vit-s/16 ...) and key=value: pooling (mean | cls: the
-features the probe reads; MAE's [CLS] gets no direct training signal), mask_ratio (0.75),
+features the probe reads; MAE's [CLS] gets no direct training signal), position (learned |
+sincos: the paper's fixed 2-D sine-cosine table in encoder and decoder; learned trained
+better here: 62.8% vs 45.9% probe after 500 steps on 5,000 MNIST digits), mask_ratio (0.75),
 norm_pix_loss (True), decoder (hidden size, 64), decoder_layers (2), steps, batch, lr,
 source (digits or a prepared TFDS image dataset), image_size, probe_layer (-1), probe_labels
 (0 = all), finetune_steps (0) for the measurement at the end (see experiments/common.probe).
@@ -14,15 +16,16 @@ without per-patch normalisation.
 """
 from experiments import common
 
-DEFAULTS = dict(variant="vit-tiny", pooling="mean", mask_ratio=0.75, norm_pix_loss=True,
-                decoder=64, decoder_layers=2, steps=1000, batch=64, lr=1.5e-3, source="digits",
-                image_size=32, **common.PROBE_ARGS)
+DEFAULTS = dict(variant="vit-tiny", pooling="mean", position="learned", mask_ratio=0.75,
+                norm_pix_loss=True, decoder=64, decoder_layers=2, steps=1000, batch=64, lr=1.5e-3,
+                source="digits", image_size=32, **common.PROBE_ARGS)
 
 
 def get_config(arg=None):
     a = common.parse_arg(arg, DEFAULTS)
     model = common.vit_model(a["variant"])
     model.pooling = a["pooling"]
+    model.position = a["position"]
     return common.vision_pretext(
         "mae", a, model, (int(a["image_size"]) // model.patch_size) ** 2,
         pretext=dict(mask_ratio=float(a["mask_ratio"]), norm_pix_loss=bool(a["norm_pix_loss"]),

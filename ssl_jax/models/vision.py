@@ -25,16 +25,35 @@ VIT_SIZES: dict[str, dict[str, int]] = {
     "vit-l/16": dict(num_layers=24, hidden_size=1024, num_heads=16, patch_size=16),
 }
 POOLINGS = ("cls", "mean")
+POSITIONS = ("learned", "sincos")
+
+
+def sincos_positions(grid: int, dim: int) -> np.ndarray:
+    """Fixed 2-D sine-cosine position embeddings float32 [grid * grid, dim] for a grid of
+    patches in row-major order (MAE's): half the channels encode the row, half the column,
+    each as sin/cos of the coordinate at frequencies 1 / 10000^(k / (dim / 4))."""
+    if dim % 4:
+        raise ValueError(f"sine-cosine positions need a hidden size divisible by 4, got {dim}")
+    freqs = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+
+    def encode(coords):
+        angles = coords.reshape(-1, 1) * freqs[None]  # [grid*grid, dim/4]
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    return np.concatenate([encode(rows), encode(cols)], axis=1).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
 class VitConfig(TransformerConfig):
-    """Pre-LN ViT: patches -> linear embedding + learned positions (+ [CLS]) -> Stack -> LN."""
+    """Pre-LN ViT: patches -> linear embedding + positions (learned, or MAE's fixed
+    sine-cosine table) (+ [CLS]) -> Stack -> LN."""
 
     image_size: int = 32
     patch_size: int = 4
     channels: int = 3
     pooling: str = "cls"  # "cls": the [CLS] token; "mean": the mean of the patch tokens
+    position: str = "learned"  # "learned" (ViT) or "sincos": fixed 2-D sine-cosine (MAE)
     layer_norm_eps: float = 1e-6
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -46,10 +65,24 @@ class VitConfig(TransformerConfig):
                              f"image_size={self.image_size}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling={self.pooling!r}; expected one of {POOLINGS}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"model.position={self.position!r}; expected one of {POSITIONS}")
+        if self.position == "sincos" and self.hidden_size % 4:
+            raise ValueError(f"model.position='sincos' needs hidden_size divisible by 4, got "
+                             f"{self.hidden_size}")
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+def position_embedding(module: nn.Module, kind: str, grid: int, dim: int, name: str, init,
+                       config) -> Array:
+    """[1, grid * grid, dim] position embeddings: a parameter `name` of `module` ("learned")
+    or the fixed sine-cosine table ("sincos", no parameter)."""
+    if kind == "sincos":
+        return jnp.asarray(sincos_positions(grid, dim), config.dtype)[None]
+    return module.param(name, init, (1, grid * grid, dim), config.param_dtype).astype(config.dtype)
 
 
 class Vit(nn.Module):
@@ -72,7 +105,8 @@ class Vit(nn.Module):
         b, n, d = patches.shape
         x = nn.Dense(c.hidden_size, kernel_init=init, dtype=c.dtype, param_dtype=c.param_dtype,
                      name="patch_embedding")(patches.reshape(b * n, d)).reshape(b, n, -1)
-        x = x + self.param("position", init, (1, n, c.hidden_size), c.param_dtype).astype(c.dtype)
+        x = x + position_embedding(self, c.position, c.image_size // c.patch_size,
+                                   c.hidden_size, "position", init, c)
         if keep is not None:  # [batch, K]
             x = jnp.take_along_axis(x, keep[..., None], axis=1)
         if c.pooling == "cls":
@@ -143,8 +177,8 @@ class MaskedAutoencoder(nn.Module):
             [patches, jnp.broadcast_to(mask_token.astype(d.dtype), (b, n - num_keep, d.hidden_size))],
             axis=1)
         filled = jnp.take_along_axis(filled, restore[..., None], axis=1)  # original order
-        filled = filled + self.param("decoder_position", init, (1, n, d.hidden_size),
-                                     d.param_dtype).astype(d.dtype)
+        filled = filled + position_embedding(self, c.position, c.image_size // c.patch_size,
+                                             d.hidden_size, "decoder_position", init, d)
         if has_cls:
             filled = jnp.concatenate([x[:, :1], filled], axis=1)
         y = d.stack(pre_ln=True, deterministic=self.deterministic, name="decoder")(filled, None)

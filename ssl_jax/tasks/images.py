@@ -31,7 +31,7 @@ def vit_config(model_config, image_size: int) -> VitConfig:
     fields = stack_fields(m, 1)
     del fields["vocab_size"]
     return VitConfig(**fields, image_size=image_size, patch_size=m.patch_size,
-                     pooling=m.pooling)
+                     pooling=m.pooling, position=m.get("position", "learned"))
 
 
 def build_encoder(model_config, image_size: int) -> nn.Module:
