@@ -17,7 +17,7 @@ from experiments.vision import inpainting, jigsaw, mae
 PRETEXTS = {"jigsaw": jigsaw, "inpainting": inpainting, "mae": mae}
 # pre-training steps per pretext: the whole sweep (3 pretexts + 3 random-init encoders,
 # probes included) fits in 20 minutes on 2 CPU cores
-STEPS = {"jigsaw": 400, "inpainting": 300, "mae": 500}
+STEPS = {"jigsaw": 400, "inpainting": 300, "mae": 3000}
 DEFAULTS = dict(pretext="jigsaw", random_init=False, steps=0, probe_labels=0,
                 finetune_steps=100)
 

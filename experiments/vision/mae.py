@@ -17,7 +17,7 @@ without per-patch normalisation.
 from experiments import common
 
 DEFAULTS = dict(variant="vit-tiny", pooling="mean", position="learned", mask_ratio=0.75,
-                norm_pix_loss=True, decoder=64, decoder_layers=2, steps=1000, batch=64, lr=1.5e-3,
+                norm_pix_loss=True, decoder=64, decoder_layers=2, steps=1000, batch=64, lr=1e-3,
                 source="digits", image_size=32, **common.PROBE_ARGS)
 
 
