@@ -1,8 +1,10 @@
 """MAE on the embedded digits: a short run reconstructs hidden patches far better than the
-zero prediction (the baseline for per-patch normalised targets), with exactly 75% hidden."""
+zero prediction (the baseline for per-patch normalised targets), with exactly 75% hidden;
+under -m slow, the comparison's MAE probe beats its random-init ViT's."""
 import os
 
 import numpy as np
+import pytest
 
 from ssl_jax import config as config_lib
 from ssl_jax.tasks.mae import MaeTask
@@ -21,3 +23,18 @@ def test_short_mae_run_beats_the_zero_baseline(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path), task=task, progress=False)
     # predicting 0 for a normalised patch scores 1.0; the held-out loss is on hidden patches
     assert summary["eval_mae_loss"] < 0.75, summary["eval_mae_loss"]
+
+
+@pytest.mark.slow
+def test_compare_mae_probe_beats_its_random_init_vit(tmp_path):
+    """The comparison's MAE point against its random-init point (`-m slow`, ~9 min on 2 CPU
+    cores): 3,000 pre-training steps; measured 98.3% vs 96.7% on the 359 held-out digits."""
+    accuracy = {}
+    for random_init in (False, True):
+        config = config_lib.load_config(
+            os.path.join(ROOT, f"experiments/vision/compare.py:pretext=mae,"
+                               f"random_init={random_init},finetune_steps=0"), [])
+        workdir = str(tmp_path / str(random_init))
+        accuracy[random_init] = train_and_evaluate(config, workdir, progress=False)[
+            "probe_accuracy"]
+    assert accuracy[False] > accuracy[True] + 0.005, accuracy

@@ -31,6 +31,7 @@ def vit_config(model_config, image_size: int) -> VitConfig:
     fields = stack_fields(m, 1)
     del fields["vocab_size"]
     return VitConfig(**fields, image_size=image_size, patch_size=m.patch_size,
+                     # runs saved before model.position existed had learned positions
                      pooling=m.pooling, position=m.get("position", "learned"))
 
 
