@@ -19,6 +19,20 @@ def _images(n=2, seed=0):
     return jax.random.uniform(jax.random.PRNGKey(seed), (n, 16, 16, 3))
 
 
+def _stack_input(model, params, images) -> np.ndarray:
+    """What the ViT feeds its transformer Stack (the embedded patches, positions added)."""
+    captured = {}
+
+    def spy(next_fn, args, kwargs, context):
+        if context.module.name == "stack":
+            captured["x"] = args[0]
+        return next_fn(*args, **kwargs)
+
+    with nn.intercept_methods(spy):
+        model.apply({"params": params}, images)
+    return np.asarray(captured["x"])
+
+
 def test_patchify_row_major_by_hand():
     image = np.arange(16 * 16 * 3, dtype=np.float32).reshape(1, 16, 16, 3)
     patches = np.asarray(patchify(jnp.asarray(image), 4))  # [1, 16, 48]
@@ -31,21 +45,12 @@ def test_patch_embedding_is_a_linear_map_of_each_patch_plus_its_position():
     model = Vit(CONFIG)
     images = _images()
     params = model.init(jax.random.PRNGKey(1), images)["params"]
-    bound = model.bind({"params": params})
-    captured = {}  # the Stack's input must be patches @ W + b + position
-
-    def spy(next_fn, args, kwargs, context):
-        if context.module.name == "stack":
-            captured["x"] = args[0]
-        return next_fn(*args, **kwargs)
-
-    with nn.intercept_methods(spy):
-        bound(images)
+    captured = _stack_input(model, params, images)  # must be patches @ W + b + position
     kernel = params["patch_embedding"]["kernel"]
     bias = params["patch_embedding"]["bias"]
     expected = np.asarray(patchify(images, 4)) @ np.asarray(kernel) + np.asarray(bias)
     expected += np.asarray(params["position"])
-    np.testing.assert_allclose(np.asarray(captured["x"]), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(captured, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dropped_patches_keep_their_positions():
@@ -100,18 +105,10 @@ def test_sincos_vit_adds_the_fixed_table_and_has_no_position_parameter():
     images = _images()
     params = model.init(jax.random.PRNGKey(1), images)["params"]
     assert "position" not in params
-    captured = {}
-
-    def spy(next_fn, args, kwargs, context):
-        if context.module.name == "stack":
-            captured["x"] = args[0]
-        return next_fn(*args, **kwargs)
-
-    with nn.intercept_methods(spy):
-        model.apply({"params": params}, images)
     embedded = np.asarray(patchify(images, 4)) @ np.asarray(params["patch_embedding"]["kernel"])
     embedded += np.asarray(params["patch_embedding"]["bias"]) + sincos_positions(4, 32)
-    np.testing.assert_allclose(np.asarray(captured["x"]), embedded, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_stack_input(model, params, images), embedded, rtol=1e-5,
+                               atol=1e-5)
     decoder = TransformerConfig(hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
     mae = MaskedAutoencoder(config, decoder, num_visible=4)  # MAE: fixed tables in both
     mae_params = mae.init(jax.random.PRNGKey(2), images, jnp.arange(16)[None] % 4 > 0)["params"]
