@@ -27,7 +27,7 @@ def test_short_mae_run_beats_the_zero_baseline(tmp_path):
 
 @pytest.mark.slow
 def test_compare_mae_probe_beats_its_random_init_vit(tmp_path):
-    """The comparison's MAE point against its random-init point (`-m slow`, ~9 min on 2 CPU
+    """The comparison's MAE point against its random-init point (`-m slow`, ~10 min on 2 CPU
     cores): 3,000 pre-training steps; measured 98.3% vs 96.7% on the 359 held-out digits."""
     accuracy = {}
     for random_init in (False, True):
