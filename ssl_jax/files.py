@@ -17,6 +17,16 @@ def write_atomic(path: str, content: str) -> None:
     os.replace(tmp, path)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed): what every
+    plotting function here draws with before `save_figure`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path: str, dpi: int = 110) -> str:
     """Saves a matplotlib figure as PNG whole or not at all, closes it; returns the file name."""
     import matplotlib.pyplot as plt

@@ -13,7 +13,7 @@ import traceback
 from types import ModuleType
 
 from ssl_jax import config as config_lib
-from ssl_jax.files import save_figure, write_atomic
+from ssl_jax.files import pyplot, save_figure, write_atomic
 
 _SHOWN = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_mlm_perplexity",
           "eval_nsp_accuracy", "loss")
@@ -126,9 +126,7 @@ def write_tables(rows: list[dict], workdir: str) -> None:
 def plot_sweep(rows: list[dict], path: str) -> bool:
     """A bar per point of the runs' selection metric (eval_loss, a task's dev metric, a
     vision run's probe_accuracy). False (no file) when no point has it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     done = [r for r in rows if "selection" in r]
     key = done[0]["selection"].split(":")[0] if done else ""

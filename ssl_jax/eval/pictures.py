@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ssl_jax.files import save_figure
+from ssl_jax.files import pyplot, save_figure
 
 
 def save_image_grid(rows: list[list[np.ndarray]], column_titles: list[str], path: str,
                     title: str = "", scale: float = 1.2) -> str:
     """rows of float images [H, W, C] in [0, 1] (any sizes) -> one PNG, a column per title.
     Written atomically; returns the file name."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not rows or any(len(r) != len(column_titles) for r in rows):
         raise ValueError(f"every row needs {len(column_titles)} images (one per column title)")

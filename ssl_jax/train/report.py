@@ -5,7 +5,7 @@ import json
 import os
 from typing import Callable
 
-from ssl_jax.files import save_figure, write_atomic
+from ssl_jax.files import pyplot, save_figure, write_atomic
 from ssl_jax.train.metrics import read_metrics
 
 
@@ -14,9 +14,7 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], path: str, title: st
                 marked: Callable[[str], bool] = lambda label: label.startswith("eval_")) -> bool:
     """One line per label ((step, value) points; `marked` labels get dots: eval points are
     sparse), dashed annotated baselines; False (no file) when every series is empty."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     series = {k: v for k, v in series.items() if v}
     if not series:
