@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import launch
 from ssl_jax import config as config_lib
 from ssl_jax.tasks.mae import MaeTask
 from ssl_jax.train.loop import train_and_evaluate
@@ -23,6 +24,17 @@ def test_short_mae_run_beats_the_zero_baseline(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path), task=task, progress=False)
     # predicting 0 for a normalised patch scores 1.0; the held-out loss is on hidden patches
     assert summary["eval_mae_loss"] < 0.75, summary["eval_mae_loss"]
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("position=rope", "model.position='rope'; expected one of ('learned', 'sincos')"),
+    ("position=sincos,decoder=30", "pretext.decoder_hidden_size=30 must be divisible by 4"),
+])
+def test_bad_position_config_fails_before_any_compute(arg, message, capsys, tmp_path):
+    code = launch.main(["--config", os.path.join(ROOT, f"experiments/vision/mae.py:{arg}"),
+                        "--workdir", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.slow

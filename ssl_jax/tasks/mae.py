@@ -27,6 +27,10 @@ class MaeTask(ImageTask):
         p = config.pretext
         n = self.vit.num_patches
         self.num_masked = image_masks.num_masked_patches(n, p.mask_ratio)
+        if self.vit.position == "sincos" and p.decoder_hidden_size % 4:
+            raise ValueError(f"pretext.decoder_hidden_size={p.decoder_hidden_size} must be "
+                             f"divisible by 4 for model.position='sincos' (the decoder's "
+                             f"sine-cosine table)")
         self.decoder = TransformerConfig(
             hidden_size=p.decoder_hidden_size, num_layers=p.decoder_layers,
             num_heads=p.decoder_heads, mlp_dim=4 * p.decoder_hidden_size, dropout_rate=0.0,
