@@ -213,7 +213,7 @@ def _fake_run(workdir, config, model, inputs, tokenizer_save, losses):
 
 
 def test_bert_workdir_exports_its_best_checkpoint(tmp_path):
-    from ssl_jax.tasks.bert_pretrain import bert_config
+    from ssl_jax.models.bert import bert_config
     from tests.conftest import tiny_config
 
     run = tiny_config()
@@ -239,7 +239,7 @@ def test_bert_workdir_exports_its_best_checkpoint(tmp_path):
 
 def test_gpt_workdir_exports_as_gpt2(tmp_path):
     from ssl_jax import config as config_lib
-    from ssl_jax.tasks.gpt_pretrain import gpt_config
+    from ssl_jax.models.gpt import gpt_config
     from tests.conftest import ROOT
 
     run = config_lib.load_config(os.path.join(ROOT, "experiments/gpt/pretrain.py:gpt-tiny"))

@@ -160,7 +160,7 @@ def test_layer_features_match_the_encoders_own_outputs():
     """ConvNet: the last layer's features are its pooled output (no pooling after it); an
     earlier layer = mean over space of ReLU(conv_i), by hand. ViT: the last block's [CLS]
     after the final LayerNorm is the pooled output."""
-    from ssl_jax.tasks.images import layer_features
+    from ssl_jax.models.vision import layer_features
 
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, 16, 16, 3))
     conv = ConvNet((4, 6, 5), (3, 3, 3), (True, True, False))

@@ -7,17 +7,19 @@ its random initialisation (same architecture, same probe inputs, same protocol).
 writes runs/vision/<point>/ (each run, its probe.json and pictures), sweep.csv (name,
 probe_accuracy, finetune_accuracy, ...), sweep.md and sweep.png (probe accuracy per point).
 Each point's encoder is also fine-tuned whole (finetune_steps, AdamW) with a fresh linear
-layer on the labelled images. arg: key=value: pretext (jigsaw | inpainting | mae),
-random_init (False), steps (0 = each pretext's budget below), probe_labels (labelled
-images per class; 0 = all), finetune_steps (100).
+layer on the labelled images. arg: key=value: pretext (a vision pretext of the task table
+ssl_jax.tasks.TASKS: jigsaw | inpainting | mae), random_init (False), steps (0 = the
+pretext's compare_steps in the table), probe_labels (labelled images per class; 0 = all),
+finetune_steps (100).
 """
-from experiments import common
-from experiments.vision import inpainting, jigsaw, mae
+import importlib
 
-PRETEXTS = {"jigsaw": jigsaw, "inpainting": inpainting, "mae": mae}
-# pre-training steps per pretext: the whole sweep (3 pretexts + 3 random-init encoders,
-# probes included) fits in 20 minutes on 2 CPU cores
-STEPS = {"jigsaw": 400, "inpainting": 300, "mae": 3000}
+from experiments import common
+from ssl_jax.tasks import tasks_of
+
+# every vision pretext of the task table, by its config's name, with its step budget
+PRETEXTS = {e.name: e for e in tasks_of("vision_pretext").values()}
+STEPS = {name: e.compare_steps for name, e in PRETEXTS.items()}
 DEFAULTS = dict(pretext="jigsaw", random_init=False, steps=0, probe_labels=0,
                 finetune_steps=100)
 
@@ -27,7 +29,8 @@ def get_config(arg=None):
     if a["pretext"] not in PRETEXTS:
         raise ValueError(f"pretext={a['pretext']!r}; expected one of {sorted(PRETEXTS)}")
     steps = 0 if a["random_init"] else int(a["steps"]) or STEPS[a["pretext"]]
-    return PRETEXTS[a["pretext"]].get_config(
+    module = importlib.import_module(PRETEXTS[a["pretext"]].config[:-3].replace("/", "."))
+    return module.get_config(
         f"steps={steps},probe_labels={int(a['probe_labels'])},"
         f"finetune_steps={int(a['finetune_steps'])}")
 

@@ -200,7 +200,7 @@ class LanguageModel:
         """The run's best checkpoint by held-out loss (or `step`), config and tokenizer."""
         from ssl_jax.config import read_config
         from ssl_jax.data.bpe import load_tokenizer
-        from ssl_jax.tasks.gpt_pretrain import gpt_config
+        from ssl_jax.models.gpt import gpt_config
         from ssl_jax.train.checkpoint import Checkpointer
 
         config = read_config(workdir)

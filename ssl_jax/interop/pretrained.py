@@ -107,7 +107,7 @@ def _bert_run(workdir: str, step: int | None):
     tokenizer and the step restored. A run trained without NSP has an untrained NSP head:
     it is left out."""
     from ssl_jax.config import read_config
-    from ssl_jax.tasks.bert_pretrain import bert_config
+    from ssl_jax.models.bert import bert_config
     from ssl_jax.train.checkpoint import Checkpointer
 
     run = read_config(workdir)

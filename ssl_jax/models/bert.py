@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.attention import padding_mask
-from ssl_jax.models.transformer import TransformerConfig, get_activation
+from ssl_jax.models.transformer import TransformerConfig, get_activation, stack_fields
 
 Array = jax.Array
 
@@ -130,3 +130,20 @@ class BertForPreTraining(nn.Module):
         mlm_logits = self.mlm(sequence, self.encoder.word_embedding())
         nsp_logits = self.nsp(pooled).astype(jnp.float32)
         return mlm_logits, nsp_logits
+
+
+def bert_config(model_config, vocab_size: int) -> BertConfig:
+    """config.model (ConfigDict) -> BertConfig, checked."""
+    return BertConfig(**stack_fields(model_config, vocab_size),
+                      max_position_embeddings=model_config.max_position_embeddings,
+                      type_vocab_size=model_config.type_vocab_size)
+
+
+def check_model_sizes(m) -> None:
+    """config.model's layer/width/head counts (no data needed)."""
+    for name in ("num_layers", "hidden_size", "num_heads"):
+        if m[name] < 1:
+            raise ValueError(f"model.{name}={m[name]} must be >= 1")
+    if m.hidden_size % m.num_heads:
+        raise ValueError(f"model.num_heads={m.num_heads} does not divide "
+                         f"model.hidden_size={m.hidden_size}")

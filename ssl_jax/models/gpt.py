@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
-from ssl_jax.models.transformer import TransformerConfig
+from ssl_jax.models.transformer import TransformerConfig, stack_fields
 
 Array = jax.Array
 
@@ -180,3 +180,13 @@ class GptLM(nn.Module):
         seen.value = seen.value + jnp.sum(input_mask, axis=1, dtype=jnp.int32)
         index.value = first + input_mask.shape[1]
         return positions, valid.value, first
+
+
+def gpt_config(model_config, vocab_size: int) -> GptConfig:
+    """config.model (ConfigDict) -> GptConfig, checked."""
+    m = model_config
+    for name in ("num_layers", "hidden_size", "num_heads", "max_len"):
+        if m[name] < 1:
+            raise ValueError(f"model.{name}={m[name]} must be >= 1")
+    return GptConfig(**stack_fields(m, vocab_size), max_len=m.max_len, pre_ln=m.pre_ln,
+                     sparse_attention=m.sparse_attention, attention_window=m.attention_window)

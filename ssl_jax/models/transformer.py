@@ -13,6 +13,7 @@ from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.attention import MultiHeadAttention
 
 Array = jax.Array
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 Dtype = Any
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -180,3 +181,24 @@ class TransformerConfig:
                        param_dtype=self.param_dtype),
             scan=self.scan_layers, remat=self.remat, deterministic=deterministic, decode=decode,
             name=name)
+
+
+
+def stack_fields(model_config, vocab_size: int) -> dict[str, Any]:
+    """The TransformerConfig fields of config.model (ConfigDict), checked: the vocabulary
+    covers the tokenizer's `vocab_size` tokens, the dtypes are known."""
+    m = model_config
+    for name in ("dtype", "param_dtype"):
+        if m[name] not in DTYPES:
+            raise ValueError(f"model.{name}={m[name]!r}; expected one of {sorted(DTYPES)}")
+    if m.get("vocab_size") and m.vocab_size < vocab_size:
+        raise ValueError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
+                         f"{vocab_size} tokens")
+    return dict(
+        vocab_size=m.get("vocab_size") or vocab_size, hidden_size=m.hidden_size,
+        num_layers=m.num_layers, num_heads=m.num_heads,
+        mlp_dim=m.get("mlp_dim") or 4 * m.hidden_size, activation=m.activation,
+        dropout_rate=m.dropout_rate, attention_dropout_rate=m.attention_dropout_rate,
+        layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
+        scan_layers=m.scan_layers, remat=m.remat, dtype=DTYPES[m.dtype],
+        param_dtype=DTYPES[m.param_dtype])

@@ -10,24 +10,8 @@ import numpy as np
 
 from ssl_jax.data import corpora, pretraining, tokenizer
 from ssl_jax.eval.baselines import unigram_mlm_loss
-from ssl_jax.models.bert import BertConfig, BertForPreTraining
-from ssl_jax.tasks.base import Task, stack_fields
-
-def bert_config(model_config, vocab_size: int) -> BertConfig:
-    """config.model (ConfigDict) -> BertConfig, checked."""
-    return BertConfig(**stack_fields(model_config, vocab_size),
-                      max_position_embeddings=model_config.max_position_embeddings,
-                      type_vocab_size=model_config.type_vocab_size)
-
-
-def check_model_sizes(m) -> None:
-    """config.model's layer/width/head counts (no data needed)."""
-    for name in ("num_layers", "hidden_size", "num_heads"):
-        if m[name] < 1:
-            raise ValueError(f"model.{name}={m[name]} must be >= 1")
-    if m.hidden_size % m.num_heads:
-        raise ValueError(f"model.num_heads={m.num_heads} does not divide "
-                         f"model.hidden_size={m.hidden_size}")
+from ssl_jax.models.bert import BertForPreTraining, bert_config, check_model_sizes
+from ssl_jax.tasks.base import Task
 
 
 def check_sizes(config) -> None:

@@ -30,10 +30,10 @@ import numpy as np
 from ssl_jax.data import finetune as finetune_data
 from ssl_jax.data import corpora, tokenizer
 from ssl_jax.data.batching import training_batches
-from ssl_jax.models.bert import BertConfig
+from ssl_jax.models.bert import BertConfig, bert_config, check_model_sizes
+from ssl_jax.models.transformer import DTYPES
 from ssl_jax.models.heads import BertWithHead
-from ssl_jax.tasks.base import DTYPES, Task
-from ssl_jax.tasks.bert_pretrain import bert_config, check_model_sizes
+from ssl_jax.tasks.base import Task
 
 _INPUTS = ("input_ids", "segment_ids", "input_mask")
 

@@ -10,19 +10,9 @@ import numpy as np
 from ssl_jax.data import bpe, corpora, packing
 from ssl_jax.data.batching import training_batches
 from ssl_jax.eval.baselines import unigram_log_probs
-from ssl_jax.models.gpt import GptConfig, GptLM, document_mask
+from ssl_jax.models.gpt import GptLM, document_mask, gpt_config
 from ssl_jax.models.losses import tied_cross_entropy
-from ssl_jax.tasks.base import Task, stack_fields
-
-
-def gpt_config(model_config, vocab_size: int) -> GptConfig:
-    """config.model (ConfigDict) -> GptConfig, checked."""
-    m = model_config
-    for name in ("num_layers", "hidden_size", "num_heads", "max_len"):
-        if m[name] < 1:
-            raise ValueError(f"model.{name}={m[name]} must be >= 1")
-    return GptConfig(**stack_fields(m, vocab_size), max_len=m.max_len, pre_ln=m.pre_ln,
-                     sparse_attention=m.sparse_attention, attention_window=m.attention_window)
+from ssl_jax.tasks.base import Task
 
 
 def lm_stats(model: GptLM, params, batch, rng, *, train: bool, mask_documents: bool):

@@ -10,77 +10,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data.batching import training_batches
 from ssl_jax.data.images import load_images
 from ssl_jax.files import write_atomic
-from ssl_jax.models.vision import ConvNet, Vit, VitConfig
-from ssl_jax.tasks.base import DTYPES, Task, stack_fields
-
-ENCODERS = ("vit", "convnet")
-
-
-def vit_config(model_config, image_size: int) -> VitConfig:
-    """config.model (ConfigDict, encoder="vit") -> VitConfig, checked."""
-    m = model_config
-    for name in ("num_layers", "hidden_size", "num_heads", "patch_size"):
-        if m[name] < 1:
-            raise ValueError(f"model.{name}={m[name]} must be >= 1")
-    fields = stack_fields(m, 1)
-    del fields["vocab_size"]
-    return VitConfig(**fields, image_size=image_size, patch_size=m.patch_size,
-                     # runs saved before model.position existed had learned positions
-                     pooling=m.pooling, position=m.get("position", "learned"))
-
-
-def build_encoder(model_config, image_size: int) -> nn.Module:
-    """config.model -> an unbound Vit (for `image_size` images) or ConvNet, checked."""
-    m = model_config
-    if m.encoder not in ENCODERS:
-        raise ValueError(f"model.encoder={m.encoder!r}; expected one of {ENCODERS}")
-    if m.encoder == "vit":
-        return Vit(vit_config(m, image_size))
-    channels, kernels, pools = tuple(m.channels), tuple(m.kernels), tuple(m.pool_after)
-    if not len(channels) == len(kernels) == len(pools) or not channels:
-        raise ValueError(f"model.channels {channels}, kernels {kernels} and pool_after "
-                         f"{pools} must have one entry per layer")
-    if min(channels) < 1 or min(kernels) < 1:
-        raise ValueError(f"model.channels {channels} and kernels {kernels} must be >= 1")
-    if m.dtype not in DTYPES or m.param_dtype not in DTYPES:
-        raise ValueError(f"model.dtype={m.dtype!r} / param_dtype={m.param_dtype!r}; expected "
-                         f"one of {sorted(DTYPES)}")
-    return ConvNet(channels, kernels, pools, dtype=DTYPES[m.dtype],
-                   param_dtype=DTYPES[m.param_dtype])
-
-
-def num_encoder_layers(encoder: nn.Module) -> int:
-    return encoder.config.num_layers if isinstance(encoder, Vit) else len(encoder.channels)
-
-
-def layer_features(encoder: nn.Module, encoder_params, images: jax.Array,
-                   layer: int = -1) -> jax.Array:
-    """Frozen features [batch, D] of `images` from one layer of the encoder: ConvNet layer i =
-    conv_i after its ReLU, averaged over space; ViT layer i = the output of block i, [CLS] or
-    the mean of the patch tokens as the model pools. -1 = the encoder's own output."""
-    n = num_encoder_layers(encoder)
-    if not -1 <= layer < n:
-        raise ValueError(f"probe layer={layer} must be -1 (the output) or in [0, {n})")
-    if layer == -1:
-        return encoder.apply({"params": encoder_params}, images)[1].astype(jnp.float32)
-    if isinstance(encoder, Vit) and encoder.config.scan_layers:
-        raise ValueError("probe layer >= 0 needs model.scan_layers=False (a scanned stack "
-                         "has no per-layer outputs to read)")
-    name = f"conv_{layer}" if isinstance(encoder, ConvNet) else f"layer_{layer}"
-    _, state = encoder.apply({"params": encoder_params}, images, mutable=["intermediates"],
-                             capture_intermediates=lambda mdl, _: mdl.name == name)
-    (out,), = [v["__call__"] for v in _find(state["intermediates"], name)]
-    if isinstance(encoder, ConvNet):
-        return jnp.mean(nn.relu(out), axis=(1, 2)).astype(jnp.float32)
-    tokens = out[0] if isinstance(out, tuple) else out  # [batch, tokens, hidden]
-    pooled = tokens[:, 0] if encoder.config.pooling == "cls" else jnp.mean(tokens, axis=1)
-    return pooled.astype(jnp.float32)
+from ssl_jax.models.vision import layer_features
+from ssl_jax.tasks.base import Task
 
 
 def standardize(images, eps: float = 1e-5):
@@ -88,14 +24,6 @@ def standardize(images, eps: float = 1e-5):
     jigsaw encoder, trained on normalised tiles, is shown whole images or centred tiles."""
     mean = images.mean(axis=(1, 2), keepdims=True)
     return (images - mean) / (images.var(axis=(1, 2), keepdims=True) + eps) ** 0.5
-
-
-def _find(tree: dict, name: str) -> list:
-    found = [v for k, v in tree.items() if k == name]
-    for k, v in tree.items():
-        if isinstance(v, dict) and k != name:
-            found += _find(v, name)
-    return found
 
 
 class ImageTask(Task):

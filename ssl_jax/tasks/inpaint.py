@@ -13,8 +13,8 @@ import optax
 
 from ssl_jax.data import image_masks
 from ssl_jax.eval.pictures import save_image_grid
-from ssl_jax.models.vision import ContextEncoder, Discriminator, Vit
-from ssl_jax.tasks.images import ImageTask, build_encoder
+from ssl_jax.models.vision import ContextEncoder, Discriminator, Vit, build_encoder
+from ssl_jax.tasks.images import ImageTask
 
 MASKS = ("central", "random_blocks", "random_region")
 

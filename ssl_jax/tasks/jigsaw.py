@@ -13,8 +13,8 @@ import optax
 
 from ssl_jax.data import jigsaw
 from ssl_jax.eval.pictures import save_image_grid, tiles_with_gaps, to_unit_range
-from ssl_jax.models.vision import JigsawNet, Vit
-from ssl_jax.tasks.images import ImageTask, build_encoder, layer_features, standardize
+from ssl_jax.models.vision import JigsawNet, Vit, build_encoder, layer_features
+from ssl_jax.tasks.images import ImageTask, standardize
 
 
 class JigsawTask(ImageTask):

@@ -11,8 +11,8 @@ import numpy as np
 from ssl_jax.data import image_masks
 from ssl_jax.models.transformer import TransformerConfig
 from ssl_jax.eval.pictures import save_image_grid
-from ssl_jax.models.vision import MaskedAutoencoder, Vit
-from ssl_jax.tasks.images import ImageTask, vit_config
+from ssl_jax.models.vision import MaskedAutoencoder, Vit, vit_config
+from ssl_jax.tasks.images import ImageTask
 
 
 class MaeTask(ImageTask):
