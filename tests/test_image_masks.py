@@ -1,8 +1,6 @@
 """Masks of the in-painting (context encoder) and masked-patch (MAE) pretext tasks."""
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -86,48 +84,6 @@ def test_overlap_weights_by_hand():
     assert (weights == 10).sum() == 64 * 64 - 56 * 56 and (weights[~central] == 0).all()
 
 
-def _hand_loss(pred, target, mask, weights):
-    total, norm = 0.0, 0.0
-    for b in range(pred.shape[0]):
-        for i in range(pred.shape[1]):
-            for j in range(pred.shape[2]):
-                if mask[i, j]:
-                    total += weights[i, j] * np.mean((pred[b, i, j] - target[b, i, j]) ** 2)
-                    norm += weights[i, j]
-    return total / norm
-
-
-def test_inpaint_loss_by_hand_and_jax_agrees():
-    rng = np.random.default_rng(2)
-    pred, target = rng.random((2, 6, 6, 3)), rng.random((2, 6, 6, 3))
-    mask = np.zeros((6, 6), bool)
-    mask[1:5, 2:6] = True
-    weights = M.overlap_weights(mask, overlap=1, weight=10.0)
-    expected = _hand_loss(pred, target, mask, weights)
-    assert M.inpaint_loss(pred, target, mask, weights) == pytest.approx(expected, rel=1e-12)
-    assert float(M.inpaint_loss_jax(pred, target, mask, weights)) == pytest.approx(expected,
-                                                                                  rel=1e-5)
-    # Unit weights, constant error d: the loss is d^2 whatever the visible pixels hold.
-    off = target + 0.5 * mask[None, :, :, None] + 9.0 * ~mask[None, :, :, None]
-    assert M.inpaint_loss(off, target, mask) == pytest.approx(0.25)
-    assert float(M.inpaint_loss_jax(off, target, mask)) == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="hides no pixel"):
-        M.inpaint_loss(pred, target, np.zeros((6, 6), bool), weights)
-
-
-def test_inpaint_loss_jax_gradient_is_zero_outside_the_mask():
-    rng = np.random.default_rng(3)
-    pred, target = rng.random((2, 8, 8, 3)), rng.random((2, 8, 8, 3))
-    mask = M.central_mask(8)
-    weights = M.overlap_weights(mask, overlap=1)
-    grad = jax.grad(M.inpaint_loss_jax)(jnp.asarray(pred, jnp.float32), target, mask, weights)
-    grad = np.asarray(grad)
-    assert np.all(grad[:, ~mask] == 0.0)
-    assert np.all(grad[:, mask] != 0.0)
-    jitted = jax.jit(M.inpaint_loss_jax)(pred, target, mask, weights)
-    assert float(jitted) == pytest.approx(M.inpaint_loss(pred, target, mask, weights), rel=1e-5)
-
-
 # ----------------------------------------------------------------------------- MAE
 
 def test_patch_mask_counts_and_partition():
@@ -160,51 +116,6 @@ def test_patch_mask_is_uniform_over_patches():
     assert np.all(np.abs(first - 1 / 64) < 0.02)
 
 
-def test_patchify_round_trip_and_layout():
-    rng = np.random.default_rng(6)
-    images = rng.random((2, 12, 8, 3)).astype(np.float32)
-    patches = M.patchify(images, 4)
-    assert isinstance(patches, np.ndarray) and patches.shape == (2, 3 * 2, 4 * 4 * 3)
-    # Patch 3 is grid row 1, column 1; its first pixel is image pixel (4, 4).
-    np.testing.assert_array_equal(patches[:, 3, :3], images[:, 4, 4])
-    np.testing.assert_array_equal(patches[:, 3].reshape(2, 4, 4, 3), images[:, 4:8, 4:8])
-    np.testing.assert_array_equal(M.unpatchify(patches, 4, height=12, width=8), images)
-    square = rng.random((3, 16, 16, 1))
-    np.testing.assert_array_equal(M.unpatchify(M.patchify(square, 4), 4), square)
-    jax_images = jnp.asarray(images)
-    jax_patches = jax.jit(M.patchify, static_argnums=1)(jax_images, 4)
-    assert isinstance(jax_patches, jax.Array)
-    np.testing.assert_array_equal(np.asarray(jax_patches), patches)
-    back = jax.jit(M.unpatchify, static_argnums=(1, 2, 3))(jax_patches, 4, 12, 8)
-    np.testing.assert_array_equal(np.asarray(back), images)
-
-
-def test_normalized_patch_targets():
-    rng = np.random.default_rng(7)
-    patches = rng.random((2, 5, 48)) * 3.0 + 2.0
-    normed = M.normalized_patch_targets(patches)
-    np.testing.assert_allclose(normed.mean(-1), 0.0, atol=1e-12)
-    np.testing.assert_allclose(normed.var(-1), 1.0, rtol=1e-4)
-    flat = M.normalized_patch_targets(np.full((1, 1, 4), 5.0))  # constant patch: eps keeps 0
-    np.testing.assert_array_equal(flat, 0.0)
-    np.testing.assert_allclose(np.asarray(M.normalized_patch_targets(jnp.asarray(patches))),
-                               normed, rtol=1e-4, atol=1e-5)
-
-
-def test_mae_loss_ignores_visible_patches():
-    rng = np.random.default_rng(8)
-    pred, target = rng.random((2, 6, 12)), rng.random((2, 6, 12))
-    _, mask = M.patch_masks(2, 6, 0.5, rng)
-    expected = np.mean([np.mean((pred[b, n] - target[b, n]) ** 2)
-                        for b in range(2) for n in range(6) if mask[b, n]])
-    assert float(M.mae_loss_jax(pred, target, mask)) == pytest.approx(expected, rel=1e-5)
-    changed = np.where(mask[:, :, None], pred, 100.0)  # visible predictions do not count
-    assert float(M.mae_loss_jax(changed, target, mask)) == pytest.approx(expected, rel=1e-5)
-    grad = np.asarray(jax.grad(M.mae_loss_jax)(jnp.asarray(pred, jnp.float32), target, mask))
-    assert np.all(grad[~mask] == 0.0) and np.all(grad[mask] != 0.0)
-    assert float(M.mae_loss_jax(pred, target, np.zeros((6,), bool))) == 0.0
-
-
 # ----------------------------------------------------------------------------- bad inputs
 
 @pytest.mark.parametrize("call, match", [
@@ -212,11 +123,6 @@ def test_mae_loss_ignores_visible_patches():
     (lambda: M.patch_mask(16, -0.1, np.random.default_rng(0)), "ratio=-0.1"),
     (lambda: M.patch_mask(10, 0.97, np.random.default_rng(0)), "ratio=0.97"),
     (lambda: M.patch_mask(0, 0.5, np.random.default_rng(0)), "num_patches=0"),
-    (lambda: M.patchify(np.zeros((1, 10, 8, 3)), 4), "patch=4"),
-    (lambda: M.patchify(np.zeros((1, 8, 8, 3)), 0), "patch=0"),
-    (lambda: M.patchify(np.zeros((8, 8, 3)), 4), r"\[8, 8, 3\]"),
-    (lambda: M.unpatchify(np.zeros((1, 6, 16)), 2), "6 patches"),
-    (lambda: M.unpatchify(np.zeros((1, 4, 15)), 2), "patch=2"),
     (lambda: M.central_mask(32, 1.0), "fraction=1.0"),
     (lambda: M.central_mask(32, 0.0), "fraction=0.0"),
     (lambda: M.central_mask(0), "size=0"),
@@ -230,3 +136,4 @@ def test_mae_loss_ignores_visible_patches():
 def test_bad_inputs_raise_naming_the_value(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+

@@ -11,6 +11,7 @@ import pytest
 
 from ssl_jax import config as config_lib
 from ssl_jax.data import image_masks
+from ssl_jax.models import image_losses
 from ssl_jax.models.vision import Discriminator
 from ssl_jax.tasks.inpaint import InpaintTask
 from ssl_jax.train.loop import train_and_evaluate
@@ -72,7 +73,7 @@ def test_adversarial_term_gives_each_player_its_own_gradient(tmp_path):
         completed = jnp.where(region[..., None], pred, batch["image"])
         fake = disc.apply({"params": params["discriminator"]}, completed)
         adv = optax.sigmoid_binary_cross_entropy(fake, jnp.ones_like(fake)).mean()
-        rec = image_masks.inpaint_loss_jax(pred, batch["image"], region, batch["weights"])
+        rec = image_losses.inpaint_loss_jax(pred, batch["image"], region, batch["weights"])
         return rec + lam / (1 - lam) * adv
 
     def discriminator_loss(d):
@@ -106,8 +107,8 @@ def test_short_run_inpaints_and_its_encoder_beats_random_init_in_a_linear_probe(
     images = np.stack([e["image"] for e in ex])
     region = np.stack([e["weights"] > 0 for e in ex])
     weights = np.stack([e["weights"] for e in ex])
-    baseline = image_masks.inpaint_loss(np.broadcast_to(task.fill, images.shape), images,
-                                        region, weights)
+    baseline = float(image_losses.inpaint_loss_jax(np.broadcast_to(task.fill, images.shape),
+                                                   images, region, weights))
     summary = train_and_evaluate(config, str(tmp_path), task=task, progress=False)
     assert summary["eval_inpaint_loss"] < 0.5 * baseline, (summary["eval_inpaint_loss"],
                                                             baseline)

@@ -9,7 +9,7 @@ import pytest
 
 from ssl_jax.models.transformer import TransformerConfig
 from ssl_jax.models.vision import (ConvNet, MaskedAutoencoder, Vit, VitConfig, patchify,
-                                  sincos_positions)
+                                  sincos_positions, unpatchify)
 
 CONFIG = VitConfig(image_size=16, patch_size=4, hidden_size=32, num_layers=2, num_heads=2,
                    mlp_dim=64, pooling="mean")
@@ -39,6 +39,37 @@ def test_patchify_row_major_by_hand():
     assert patches.shape == (1, 16, 48)
     # patch 5 = row 1, column 1: pixels [4:8, 4:8]
     np.testing.assert_array_equal(patches[0, 5], image[0, 4:8, 4:8].reshape(-1))
+
+
+def test_patchify_round_trip_and_layout():
+    rng = np.random.default_rng(6)
+    images = rng.random((2, 12, 8, 3)).astype(np.float32)
+    patches = patchify(images, 4)
+    assert isinstance(patches, np.ndarray) and patches.shape == (2, 3 * 2, 4 * 4 * 3)
+    # Patch 3 is grid row 1, column 1; its first pixel is image pixel (4, 4).
+    np.testing.assert_array_equal(patches[:, 3, :3], images[:, 4, 4])
+    np.testing.assert_array_equal(patches[:, 3].reshape(2, 4, 4, 3), images[:, 4:8, 4:8])
+    np.testing.assert_array_equal(unpatchify(patches, 4, height=12, width=8), images)
+    square = rng.random((3, 16, 16, 1))
+    np.testing.assert_array_equal(unpatchify(patchify(square, 4), 4), square)
+    jax_images = jnp.asarray(images)
+    jax_patches = jax.jit(patchify, static_argnums=1)(jax_images, 4)
+    assert isinstance(jax_patches, jax.Array)
+    np.testing.assert_array_equal(np.asarray(jax_patches), patches)
+    back = jax.jit(unpatchify, static_argnums=(1, 2, 3))(jax_patches, 4, 12, 8)
+    np.testing.assert_array_equal(np.asarray(back), images)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: patchify(np.zeros((1, 10, 8, 3)), 4), "patch=4"),
+    (lambda: patchify(np.zeros((1, 8, 8, 3)), 0), "patch=0"),
+    (lambda: patchify(np.zeros((8, 8, 3)), 4), r"\[8, 8, 3\]"),
+    (lambda: unpatchify(np.zeros((1, 6, 16)), 2), "6 patches"),
+    (lambda: unpatchify(np.zeros((1, 4, 15)), 2), "patch=2"),
+])
+def test_bad_patch_layouts_raise_naming_the_value(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 def test_patch_embedding_is_a_linear_map_of_each_patch_plus_its_position():

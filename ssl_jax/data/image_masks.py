@@ -1,4 +1,5 @@
-"""What the image pretext tasks hide, and the losses that score the reconstruction.
+"""What the image pretext tasks hide (the losses that score the reconstruction are in
+ssl_jax/models/image_losses.py, the patch layout in ssl_jax/models/vision.py).
 
 Context encoders (Pathak et al., 2016, "Context Encoders: Feature Learning by Inpainting"):
   masks of one image, bool [size, size], True = hidden:
@@ -7,11 +8,11 @@ Context encoders (Pathak et al., 2016, "Context Encoders: Feature Learning by In
   * `random_region_mask`: an arbitrary-shaped random region, ~1/4 of the area (the paper
     pasted PASCAL VOC segmentation shapes; we threshold a smoothed noise field instead, so
     nothing is downloaded);
-  * `overlap_weights`, `inpaint_loss` (numpy reference), `inpaint_loss_jax` (for a model).
+  * `erode_mask` and `overlap_weights`: the hole blanked in the input and the loss weights
+    of the predicted region (the overlap band weighed 10x).
 
 MAE (He et al., 2021, "Masked Autoencoders Are Scalable Vision Learners"):
-  `patch_mask` / `patch_masks` (random shuffle, keep the first K), `patchify` / `unpatchify`,
-  `normalized_patch_targets` (norm_pix_loss) and `mae_loss_jax`.
+  `num_masked_patches`, `patch_mask` / `patch_masks` (random shuffle, keep the first K).
 
 Masks are drawn on the host with a `np.random.Generator`, so a pipeline that seeds its
 generator per example is deterministic and resumable.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import numpy as np
 
 # ----------------------------------------------------------------------------- checks
@@ -156,39 +156,6 @@ def overlap_weights(mask: np.ndarray, overlap: int = 4, weight: float = 10.0) ->
     return np.where(interior, 1.0, np.where(mask, weight, 0.0)).astype(np.float32)
 
 
-def inpaint_loss(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                 weights: np.ndarray | None = None) -> float:
-    """Weighted L2 over the hidden pixels only (numpy reference, float64):
-
-        sum_{pixels p, channels c} m_p w_p (pred - target)^2 / (C * sum_p m_p w_p)
-
-    pred, target: [..., H, W, C]; mask, weights: [..., H, W] (broadcast over the batch);
-    weights default to 1. A constant error d on the hidden pixels scores d^2.
-    """
-    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
-    mask = np.asarray(mask, bool)
-    weights = np.ones(mask.shape) if weights is None else np.asarray(weights, np.float64)
-    per_pixel = ((pred - target) ** 2).mean(axis=-1)  # [..., H, W]
-    scale = np.broadcast_to(mask * weights, per_pixel.shape)  # [..., H, W]
-    if scale.sum() <= 0:
-        raise ValueError("inpaint_loss: the mask hides no pixel with a positive weight")
-    return float((scale * per_pixel).sum() / scale.sum())
-
-
-def inpaint_loss_jax(pred: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
-                     weights: jnp.ndarray | None = None) -> jnp.ndarray:
-    """`inpaint_loss` in jax.numpy, float32, for use inside a model's loss. Visible pixels
-    get exactly zero gradient; an empty mask gives 0 (it cannot raise under jit)."""
-    pred, target = jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32)
-    scale = jnp.asarray(mask, jnp.float32)
-    if weights is not None:
-        scale = scale * jnp.asarray(weights, jnp.float32)
-    per_pixel = jnp.mean(jnp.square(pred - target), axis=-1)  # [..., H, W]
-    scale = jnp.broadcast_to(scale, per_pixel.shape)  # [..., H, W]
-    total = jnp.sum(scale)
-    return jnp.sum(scale * per_pixel) / jnp.where(total > 0, total, 1.0)
-
-
 # ----------------------------------------------------------------------------- MAE
 
 def num_masked_patches(num_patches: int, ratio: float) -> int:
@@ -226,65 +193,3 @@ def patch_mask(num_patches: int, ratio: float,
     hidden), with exactly round(ratio * num_patches) patches hidden (MAE uses 0.75)."""
     keep_idx, mask = patch_masks(1, num_patches, ratio, rng)
     return keep_idx[0], mask[0]
-
-
-def patchify(images, patch: int):
-    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C]: row-major patches, each flattened (row,
-    column, channel) as in MAE. Uses only array methods, so numpy stays numpy on the host and
-    a jax array stays jax inside a jitted model."""
-    if images.ndim != 4:
-        raise ValueError(f"patchify expects images [B, H, W, C], got shape {list(images.shape)}")
-    b, h, w, c = images.shape
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1 \
-            or h % patch or w % patch:
-        raise ValueError(f"patch={patch!r} does not divide the image size {h}x{w}")
-    grid = images.reshape(b, h // patch, patch, w // patch, patch, c)  # [B, h, p, w, p, C]
-    grid = grid.transpose(0, 1, 3, 2, 4, 5)  # [B, h, w, p, p, C]
-    return grid.reshape(b, (h // patch) * (w // patch), patch * patch * c)
-
-
-def unpatchify(patches, patch: int, height: int | None = None, width: int | None = None):
-    """[B, N, p*p*C] -> [B, H, W, C], the exact inverse of `patchify`. Without height/width
-    the image is square (N must be a perfect square)."""
-    if patches.ndim != 3:
-        raise ValueError(f"unpatchify expects patches [B, N, p*p*C], got {list(patches.shape)}")
-    b, n, dim = patches.shape
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1 \
-            or dim % (patch * patch):
-        raise ValueError(f"patch={patch!r}: patch dim {dim} is not patch*patch*channels")
-    c = dim // (patch * patch)
-    if height is None and width is None:
-        rows = math.isqrt(n)
-        if rows * rows != n:
-            raise ValueError(f"{n} patches do not form a square; pass height and width")
-        height = width = rows * patch
-    if height is None or width is None or height % patch or width % patch \
-            or (height // patch) * (width // patch) != n:
-        raise ValueError(f"height={height!r}, width={width!r} do not hold {n} patches of "
-                         f"{patch}x{patch}")
-    h, w = height // patch, width // patch
-    grid = patches.reshape(b, h, w, patch, patch, c)  # [B, h, w, p, p, C]
-    grid = grid.transpose(0, 1, 3, 2, 4, 5)  # [B, h, p, w, p, C]
-    return grid.reshape(b, height, width, c)
-
-
-def normalized_patch_targets(patches, eps: float = 1e-6):
-    """[..., D] -> [..., D]: each patch's pixels minus their mean, over sqrt(var + eps).
-
-    MAE's norm_pix_loss target, which improved its representations (Table 1 of the paper);
-    works on numpy and jax arrays alike.
-    """
-    mean = patches.mean(axis=-1, keepdims=True)
-    var = patches.var(axis=-1, keepdims=True)
-    return (patches - mean) / (var + eps) ** 0.5
-
-
-def mae_loss_jax(pred: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    """MAE's loss: mean squared error per patch [B, N], averaged over the hidden patches only
-    (mask [B, N] or [N], True = hidden), float32; visible patches get zero gradient. An empty
-    mask gives 0."""
-    per_patch = jnp.mean(jnp.square(jnp.asarray(pred, jnp.float32)
-                                    - jnp.asarray(target, jnp.float32)), axis=-1)  # [B, N]
-    weight = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), per_patch.shape)  # [B, N]
-    total = jnp.sum(weight)
-    return jnp.sum(weight * per_patch) / jnp.where(total > 0, total, 1.0)

@@ -4,6 +4,7 @@ papers used AlexNet)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -11,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data.image_masks import patchify, unpatchify
 from ssl_jax.models.transformer import DTYPES, TransformerConfig, stack_fields
 
 Array = jax.Array
@@ -27,6 +27,46 @@ VIT_SIZES: dict[str, dict[str, int]] = {
 POOLINGS = ("cls", "mean")
 POSITIONS = ("learned", "sincos")
 ENCODERS = ("vit", "convnet")
+
+
+def patchify(images, patch: int):
+    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C]: row-major patches, each flattened (row,
+    column, channel) as in MAE. Uses only array methods, so numpy stays numpy on the host and
+    a jax array stays jax inside a jitted model."""
+    if images.ndim != 4:
+        raise ValueError(f"patchify expects images [B, H, W, C], got shape {list(images.shape)}")
+    b, h, w, c = images.shape
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1 \
+            or h % patch or w % patch:
+        raise ValueError(f"patch={patch!r} does not divide the image size {h}x{w}")
+    grid = images.reshape(b, h // patch, patch, w // patch, patch, c)  # [B, h, p, w, p, C]
+    grid = grid.transpose(0, 1, 3, 2, 4, 5)  # [B, h, w, p, p, C]
+    return grid.reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(patches, patch: int, height: int | None = None, width: int | None = None):
+    """[B, N, p*p*C] -> [B, H, W, C], the exact inverse of `patchify`. Without height/width
+    the image is square (N must be a perfect square)."""
+    if patches.ndim != 3:
+        raise ValueError(f"unpatchify expects patches [B, N, p*p*C], got {list(patches.shape)}")
+    b, n, dim = patches.shape
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1 \
+            or dim % (patch * patch):
+        raise ValueError(f"patch={patch!r}: patch dim {dim} is not patch*patch*channels")
+    c = dim // (patch * patch)
+    if height is None and width is None:
+        rows = math.isqrt(n)
+        if rows * rows != n:
+            raise ValueError(f"{n} patches do not form a square; pass height and width")
+        height = width = rows * patch
+    if height is None or width is None or height % patch or width % patch \
+            or (height // patch) * (width // patch) != n:
+        raise ValueError(f"height={height!r}, width={width!r} do not hold {n} patches of "
+                         f"{patch}x{patch}")
+    h, w = height // patch, width // patch
+    grid = patches.reshape(b, h, w, patch, patch, c)  # [B, h, w, p, p, C]
+    grid = grid.transpose(0, 1, 3, 2, 4, 5)  # [B, h, p, w, p, C]
+    return grid.reshape(b, height, width, c)
 
 
 def sincos_positions(grid: int, dim: int) -> np.ndarray:

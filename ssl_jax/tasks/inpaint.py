@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from ssl_jax.data import image_masks
+from ssl_jax.models import image_losses
 from ssl_jax.eval.pictures import save_image_grid
 from ssl_jax.models.vision import ContextEncoder, Discriminator, Vit, build_encoder
 from ssl_jax.tasks.images import ImageTask
@@ -90,7 +91,7 @@ class InpaintTask(ImageTask):
         pred = self.build_model(train=train).apply({"params": self._generator_params(params)},
                                                    **self.model_inputs(batch))
         total = weights.sum()
-        rec = image_masks.inpaint_loss_jax(pred, images, weights > 0, weights)
+        rec = image_losses.inpaint_loss_jax(pred, images, weights > 0, weights)
         result = {"inpaint_loss": (rec * total, total)}
         if self.adversarial:
             result["adversarial_loss"] = self._adversarial(params, images, pred, weights > 0)

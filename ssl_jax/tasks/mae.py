@@ -9,9 +9,10 @@ import jax
 import numpy as np
 
 from ssl_jax.data import image_masks
+from ssl_jax.models import image_losses
 from ssl_jax.models.transformer import TransformerConfig
 from ssl_jax.eval.pictures import save_image_grid
-from ssl_jax.models.vision import MaskedAutoencoder, Vit, vit_config
+from ssl_jax.models.vision import MaskedAutoencoder, Vit, patchify, unpatchify, vit_config
 from ssl_jax.tasks.images import ImageTask
 
 
@@ -57,14 +58,14 @@ class MaeTask(ImageTask):
     def stats(self, params, batch, rng, *, train: bool):
         pred = self.build_model(train=train).apply(
             {"params": params}, **self.model_inputs(batch), rngs={"dropout": rng} if train else {})
-        target = image_masks.patchify(batch["image"], self.vit.patch_size)
+        target = patchify(batch["image"], self.vit.patch_size)
         if self.config.pretext.norm_pix_loss:
-            target = image_masks.normalized_patch_targets(target)
+            target = image_losses.normalized_patch_targets(target)
         mask = batch["mask"].astype("float32")  # [batch, N], 1 = hidden
         if "example_weight" in batch:
             mask = mask * batch["example_weight"][:, None]
         count = mask.sum()
-        return {"mae_loss": (image_masks.mae_loss_jax(pred, target, mask) * count, count)}
+        return {"mae_loss": (image_losses.mae_loss_jax(pred, target, mask) * count, count)}
 
     def draw(self, params, workdir: str) -> list[str]:
         """mae_reconstructions.png: original, the visible patches, the prediction (hidden
@@ -75,13 +76,13 @@ class MaeTask(ImageTask):
         masks = np.stack([e["mask"] for e in examples])  # [b, N], True = hidden
         pred = np.asarray(jax.jit(self.build_model(train=False).apply)(
             {"params": params}, images, masks))
-        patches = image_masks.patchify(images, p)
+        patches = patchify(images, p)
         if self.config.pretext.norm_pix_loss:  # predictions are normalised: undo with the
             mean = patches.mean(-1, keepdims=True)  # true patch's statistics to show them
             pred = pred * np.sqrt(patches.var(-1, keepdims=True) + 1e-6) + mean
         hidden = masks[..., None]
-        visible = image_masks.unpatchify(np.where(hidden, 0.5, patches), p)
-        filled = image_masks.unpatchify(np.where(hidden, pred, patches), p)
+        visible = unpatchify(np.where(hidden, 0.5, patches), p)
+        filled = unpatchify(np.where(hidden, pred, patches), p)
         rows = [[x, v, f] for x, v, f in zip(images, visible, filled)]
         return [save_image_grid(rows, ["original", "visible (grey = hidden)", "reconstruction"],
                                 os.path.join(workdir, "mae_reconstructions.png"),
