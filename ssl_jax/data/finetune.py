@@ -1,4 +1,5 @@
-"""Fine-tuning datasets: labelled examples -> fixed-length model features + a scorer.
+"""Fine-tuning datasets: labelled examples -> fixed-length model features, and the model's
+eval outputs decoded back to the task's own terms (labels, tags, answer strings).
 
 `finetune.dataset` names one source:
   glue/<task>                 cola sst2 mrpc qqp stsb mnli qnli rte wnli (ssl_jax/data/glue.py)
@@ -10,7 +11,9 @@ Each reads its released files from `finetune.path` (a directory; TSV/JSON/CoNLL 
 the prepared TFDS dataset under `finetune.data_dir`, and then:
   texts()                 raw text, for a vocabulary when no pre-trained one is given
   features(wordpiece, S)  (train features, eval features); every feature a dict of arrays
-  score(outputs)          the task's metrics of the model's eval outputs, in feature order
+and decodes the model's eval outputs (in feature order): `PairSource.split_predictions`,
+`ConllSource.decode_tags`, `SquadSource.decode_answers`. The metrics of those are computed
+above the data layer, in ssl_jax/eval/finetune_scores.py.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ from typing import Iterator
 import numpy as np
 
 from ssl_jax.data import conll, corpora, glue, squad
-from ssl_jax.eval import squad_metrics, task_metrics
 
 Feature = dict[str, np.ndarray]
 
@@ -57,14 +59,11 @@ class Source:
     def features(self, wordpiece, max_seq_len: int) -> tuple[list[Feature], list[Feature]]:
         raise NotImplementedError
 
-    def score(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        raise NotImplementedError
-
     def describe(self) -> dict:
         return {}
 
 
-class _Pairs(Source):
+class PairSource(Source):
     """Text (or text pair) classification/regression; eval splits scored separately (MNLI's
     matched and mismatched: the first is `eval_<metric>`, others `eval_<split>_<metric>`)."""
 
@@ -101,22 +100,19 @@ class _Pairs(Source):
         return (self._encode(wordpiece, self.train, max_seq_len),
                 [f for split in evals for f in split])
 
-    def score(self, outputs):
-        predictions, scores, start = outputs["prediction"], {}, 0
-        for n, (split, examples) in enumerate(self.evals.items()):
+    def split_predictions(self, predictions: np.ndarray
+                          ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Eval predictions (in feature order) -> [(split, predictions, labels)] for each eval
+        split that has any: when num_eval_batches cuts the eval, the last split scored is cut
+        to the predictions there are and later splits are left out."""
+        out, start = [], 0
+        for split, examples in self.evals.items():
             labels = np.asarray([e["label"] for e in examples])
-            stop = min(start + len(labels), len(predictions))  # num_eval_batches may cut
+            stop = min(start + len(labels), len(predictions))
             if stop > start:
-                got = self._metrics(predictions[start:stop], labels[:stop - start])
-                prefix = "" if n == 0 else f"{split}_"
-                scores.update({prefix + k: v for k, v in got.items()})
+                out.append((split, predictions[start:stop], labels[:stop - start]))
             start += len(labels)
-        return scores
-
-    def _metrics(self, predictions, labels) -> dict[str, float]:
-        if self.regression:
-            return task_metrics.regression_metrics(predictions, labels)
-        return task_metrics.classification_metrics(self.metrics, predictions, labels)
+        return out
 
     def describe(self):
         facts = {"train_examples": len(self.train),
@@ -130,7 +126,7 @@ class _Pairs(Source):
         return facts
 
 
-class GlueSource(_Pairs):
+class GlueSource(PairSource):
     def __init__(self, task: str, path: str | None, data_dir: str | None):
         if task not in glue.GLUE_TASKS:
             raise ValueError(f"finetune.dataset='glue/{task}': unknown GLUE task; expected one "
@@ -144,7 +140,7 @@ class GlueSource(_Pairs):
                          spec.label_names)
 
 
-class PassageSource(_Pairs):
+class PassageSource(PairSource):
     """Label-free: each sentence of the `num_documents` longest documents of the corpus's
     training split, labelled with its document; every `eval_every`-th sentence of each
     document is held out. The section heading (each document's first line) is dropped."""
@@ -219,18 +215,17 @@ class ConllSource(Source):
         return ([{k: e[k] for k in keep} for e in train],
                 [{k: e[k] for k in keep} for e in self.eval_encoded])
 
-    def score(self, outputs):
+    def decode_tags(self, outputs) -> tuple[list[list[str]], list[list[str]]]:
+        """Per-token predictions (in feature order) -> (true tags, predicted tags), one list
+        per eval sentence scored: each word takes its first piece's prediction (a word cut by
+        max_seq_len gets "O", or tag 0 for POS)."""
         fallback = self.index["O"] if "O" in self.index else 0
         true, pred = [], []
         for s, encoded, tokens in zip(self.eval, self.eval_encoded, outputs["prediction"]):
             ids = conll.word_predictions(tokens, encoded, len(s["words"]), fallback)
             true.append(list(s[self.column]))
             pred.append([self.tags[i] for i in ids])
-        if self.column == "pos":
-            return {"accuracy": task_metrics.token_accuracy(true, pred)}
-        scores = task_metrics.entity_metrics(true, pred)
-        scores["token_accuracy"] = task_metrics.token_accuracy(true, pred)
-        return scores
+        return true, pred
 
     def describe(self):
         return {"train_sentences": len(self.train), "eval_sentences": len(self.eval),
@@ -249,6 +244,7 @@ class SquadSource(Source):
             raise ValueError(f"finetune.dataset='squad/{version}'; expected squad/v1.1 or "
                              f"squad/v2.0")
         self.version = version[1:]
+        self.version_2 = self.version == "2.0"
         files = ({"train": f"{path}/train-{version}.json",
                   "validation": f"{path}/dev-{version}.json"} if path else {})
         self.train = squad.load_squad(self.version, "train", files.get("train"), data_dir)
@@ -269,23 +265,25 @@ class SquadSource(Source):
         evals, self.eval_meta = squad.featurize(self.eval, wordpiece, train=False, **kw)
         return train, evals
 
-    def score(self, outputs):
+    def decode_answers(self, outputs) -> tuple[list[dict], dict[str, str]]:
+        """Start/end logits of the eval windows (in feature order) -> (the questions scored,
+        {question id: answer text}) by n-best span decoding. When num_eval_batches cuts the
+        eval, a question whose windows are only partly there is left out."""
         n = len(outputs["start_logits"])  # < all windows when num_eval_batches cuts the eval
         cut = self.eval_meta[n]["example_index"] if n < len(self.eval_meta) else None
         keep = [f for f in range(n) if self.eval_meta[f]["example_index"] != cut]
         if not keep:
-            return {}
+            return [], {}
         order = sorted({self.eval_meta[f]["example_index"] for f in keep})
         position = {index: i for i, index in enumerate(order)}  # examples scored -> 0..k-1
         examples = [self.eval[i] for i in order]
         meta = [dict(self.eval_meta[f], example_index=position[self.eval_meta[f]["example_index"]])
                 for f in keep]
-        version_2 = self.version == "2.0"
         predictions = squad.decode(
             examples, meta, outputs["start_logits"][keep], outputs["end_logits"][keep],
-            n_best=self.ft.n_best, max_answer_len=self.ft.max_answer_len, version_2=version_2,
-            null_score_diff_threshold=self.ft.null_score_diff_threshold)
-        return squad_metrics.squad_scores(examples, predictions, version_2=version_2)
+            n_best=self.ft.n_best, max_answer_len=self.ft.max_answer_len,
+            version_2=self.version_2, null_score_diff_threshold=self.ft.null_score_diff_threshold)
+        return examples, predictions
 
     def describe(self):
         return {"train_questions": len(self.train), "eval_questions": len(self.eval),

@@ -30,6 +30,7 @@ import numpy as np
 from ssl_jax.data import finetune as finetune_data
 from ssl_jax.data import corpora, tokenizer
 from ssl_jax.data.batching import training_batches
+from ssl_jax.eval import finetune_scores
 from ssl_jax.models.bert import BertConfig, bert_config, check_model_sizes
 from ssl_jax.models.transformer import DTYPES
 from ssl_jax.models.heads import BertWithHead
@@ -235,7 +236,7 @@ class FinetuneTask(Task):
         return {"prediction": jnp.argmax(logits, -1)}
 
     def score(self, outputs):
-        return self.source.score(outputs)
+        return finetune_scores.score(self.source, outputs)
 
     def describe(self):
         ft = self.config.finetune
