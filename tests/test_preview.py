@@ -1,4 +1,4 @@
-"""`python -m ssl_jax.data.preview` prints examples and, last, their statistics as JSON."""
+"""`python -m ssl_jax.preview` prints examples and, last, their statistics as JSON."""
 import json
 import os
 import subprocess
@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 def test_preview_statistics_match_the_config():
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run(
-        [sys.executable, "-m", "ssl_jax.data.preview", "--config",
+        [sys.executable, "-m", "ssl_jax.preview", "--config",
          os.path.join(ROOT, "experiments/quickstart.py"), "--num", "2",
          "--config.pretrain.data.vocab_size=3000", "--config.pretrain.data.dupe_factor=3"],
         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -28,7 +28,7 @@ def test_preview_statistics_match_the_config():
 
 
 def test_preview_rejects_a_bad_config():
-    out = subprocess.run([sys.executable, "-m", "ssl_jax.data.preview", "--config",
+    out = subprocess.run([sys.executable, "-m", "ssl_jax.preview", "--config",
                           os.path.join(ROOT, "experiments/quickstart.py"),
                           "--config.pretrain.data.mask_rate=2"], env=dict(os.environ, PYTHONPATH=ROOT),
                          capture_output=True, text=True, timeout=300, cwd=ROOT)

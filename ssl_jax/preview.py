@@ -1,6 +1,6 @@
 """Prints decoded pre-training examples of a config and, as the last line, their statistics.
 
-    python -m ssl_jax.data.preview --config experiments/quickstart.py --num 3
+    python -m ssl_jax.preview --config experiments/quickstart.py --num 3
 
 The statistics cover one pass over every training sequence; the last line is one JSON
 object: num_sequences, selected_fraction (of non-special tokens), mask/random/kept_fraction
