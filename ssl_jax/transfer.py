@@ -22,9 +22,10 @@ STAGES = ("pretrained", "random_init")
 
 def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Any config: a transfer experiment, or one run of the generic loop."""
+    from ssl_jax.tasks import get_task
     from ssl_jax.train.loop import train_and_evaluate
 
-    train = lambda c, d: train_and_evaluate(c, d, progress=progress)
+    train = lambda c, d: train_and_evaluate(c, d, get_task(c.task), progress=progress)
     if config.task == "transfer":
         return run_transfer(config, workdir, train)
     return train(config, workdir)

@@ -110,7 +110,7 @@ def test_finetuning_from_pretraining_beats_the_majority_class(pretrained_tiny, t
     """The quickstart's task from the tiny pre-trained run (measured: 0.60 vs 0.24)."""
     config = passage_config(pretrained_tiny[0], 150, **{"finetune.num_documents": 8,
                                                         "optimizer.learning_rate": 1e-3})
-    summary = train_and_evaluate(config, str(tmp_path), progress=False)
+    summary = train_and_evaluate(config, str(tmp_path), FinetuneTask, progress=False)
     with open(tmp_path / "facts.json") as f:
         majority = json.load(f)["majority_class_accuracy"]
     assert summary["selection"] == "eval_accuracy:max"

@@ -47,6 +47,6 @@ def test_compare_mae_probe_beats_its_random_init_vit(tmp_path):
             os.path.join(ROOT, f"experiments/vision/compare.py:pretext=mae,"
                                f"random_init={random_init},finetune_steps=0"), [])
         workdir = str(tmp_path / str(random_init))
-        accuracy[random_init] = train_and_evaluate(config, workdir, progress=False)[
+        accuracy[random_init] = train_and_evaluate(config, workdir, MaeTask, progress=False)[
             "probe_accuracy"]
     assert accuracy[False] > accuracy[True] + 0.005, accuracy

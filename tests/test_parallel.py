@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from ssl_jax.tasks import get_task
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
 from tests.conftest import ROOT, tiny_config
@@ -25,6 +26,7 @@ import json, os, sys
 sys.path.insert(0, {root!r})
 import jax
 assert jax.device_count() == 8, jax.devices()
+from ssl_jax.tasks import get_task
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
 from tests.conftest import tiny_config
@@ -37,7 +39,7 @@ for mode in ("jit", "pmap"):
     for kind in {kinds!r}:
         config = configs[kind]()
         workdir = os.path.join({tmp!r}, mode + kind)
-        summary = train_and_evaluate(config, workdir, progress=False)
+        summary = train_and_evaluate(config, workdir, get_task(config.task), progress=False)
         out[mode + kind] = dict(
             losses=[r["loss"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))],
             **{{k: summary[k] for k in {compared!r} if k in summary}})
@@ -46,7 +48,7 @@ print(json.dumps(out))
 
 
 def _run(kind, config, workdir):
-    summary = train_and_evaluate(config, workdir, progress=False)
+    summary = train_and_evaluate(config, workdir, get_task(config.task), progress=False)
     losses = [r["loss"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))]
     return dict(losses=losses, **{k: summary[k] for k in COMPARED if k in summary})
 

@@ -35,10 +35,10 @@ def test_resume_is_exact(tmp_path):
     config = tiny_config(num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=3,
                          **{"data.masking": "dynamic"})
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    train_and_evaluate(config, straight, progress=False)
-    first = train_and_evaluate(config, resumed, progress=False, stop_after=3)
+    train_and_evaluate(config, straight, BertPretrainTask, progress=False)
+    first = train_and_evaluate(config, resumed, BertPretrainTask, progress=False, stop_after=3)
     assert first["ended"] == "paused at step 3"
-    second = train_and_evaluate(config, resumed, progress=False)
+    second = train_and_evaluate(config, resumed, BertPretrainTask, progress=False)
     assert second["resumed_from"] == 3 and second["ended"] == "completed"
     a, b = _losses(straight), _losses(resumed)
     assert sorted(a) == sorted(b) == list(range(1, 7))
@@ -69,6 +69,24 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         train_and_evaluate(config, str(tmp_path), task=task, progress=False)
     steps = Checkpointer(str(tmp_path / "checkpoints")).all_steps()
     assert steps and max(steps) == 2, steps
+
+
+def test_the_loop_builds_its_task_with_the_callable_it_is_given(tmp_path):
+    """train_and_evaluate(config, workdir, task): a callable task is called inside the loop
+    with (config, workdir), after the shared config checks."""
+    calls = []
+
+    def build(config, workdir):
+        calls.append((config.batch_size, workdir))
+        raise ValueError("bad task input")
+
+    workdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="bad task input"):
+        train_and_evaluate(tiny_config(), workdir, build, progress=False)
+    assert calls == [(8, workdir)]
+    with pytest.raises(ValueError, match="config.batch_size=0"):
+        train_and_evaluate(tiny_config(batch_size=0), workdir, build, progress=False)
+    assert len(calls) == 1  # refused before the task was built
 
 
 def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
@@ -103,7 +121,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
 
 
 def test_workdir_has_every_artifact(tmp_path):
-    summary = train_and_evaluate(tiny_config(), str(tmp_path), progress=False)
+    summary = train_and_evaluate(tiny_config(), str(tmp_path), BertPretrainTask, progress=False)
     assert summary["ended"] == "completed"
     for name in ("config.json", "metrics.jsonl", "report.md", "loss.png", "accuracy.png",
                  "tokenizer/vocab.txt", "tokenizer/tokenizer.json", "summary.json"):
@@ -118,7 +136,7 @@ def test_workdir_has_every_artifact(tmp_path):
     assert json.load(open(tmp_path / "config.json"))["task"] == "bert_pretrain"
     report = (tmp_path / "report.md").read_text()
     assert "![loss](loss.png)" in report and "unigram MLM loss (held-out) = " in report
-    again = train_and_evaluate(tiny_config(), str(tmp_path), progress=False)
+    again = train_and_evaluate(tiny_config(), str(tmp_path), BertPretrainTask, progress=False)
     assert again["resumed_from"] == 4 and again["loss"] == summary["loss"]
 
 
@@ -149,7 +167,7 @@ def test_zero_steps_evaluates_and_keeps_the_initial_parameters(tmp_path):
     config = config_lib.load_config(
         os.path.join(ROOT, "experiments/vision/jigsaw.py:steps=0,batch=8"),
         [("model.channels", "[8, 8, 8]"), ("data_threads", "1"), ("data.limit", "300")])
-    summary = train_and_evaluate(config, str(tmp_path), progress=False)
+    summary = train_and_evaluate(config, str(tmp_path), JigsawTask, progress=False)
     assert summary["step"] == 0 and summary["ended"] == "completed"
     assert abs(summary["eval_jigsaw_loss"] - math.log(100)) < 0.1  # untrained: ~log N
     assert "probe_accuracy" in summary and (tmp_path / "probe.json").exists()
@@ -160,4 +178,5 @@ def test_zero_steps_evaluates_and_keeps_the_initial_parameters(tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, saved, init)
     with pytest.raises(ValueError, match="num_train_steps=-1"):
         train_and_evaluate(config_lib.load_config(
-            os.path.join(ROOT, "experiments/vision/jigsaw.py:steps=-1")), str(tmp_path / "x"))
+            os.path.join(ROOT, "experiments/vision/jigsaw.py:steps=-1")), str(tmp_path / "x"),
+            JigsawTask)

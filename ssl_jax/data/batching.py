@@ -1,5 +1,6 @@
 """The shape every training set takes: shuffled each epoch, repeated, split per process,
-batched. Random access throughout, so the grain iterator's state is checkpointable."""
+batched. Random access throughout, so the grain iterator's state is checkpointable. And the
+shape of every eval set: global batches in order, the last padded (`eval_batches`)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -21,3 +22,21 @@ def training_batches(items: Sequence, *, seed: int, batch_size: int, process_ind
         ds = ds.map(map_fn)
     ds = ds[process_index::process_count]
     return ds.batch(batch_size, drop_remainder=True)
+
+
+def eval_batches(examples: list[dict[str, np.ndarray]], batch_size: int,
+                 max_batches: int | None = None):
+    """Global eval batches; the last is padded with zero examples of example_weight 0."""
+    if not examples:
+        return
+    keys = examples[0].keys()
+    for n, start in enumerate(range(0, len(examples), batch_size)):
+        if max_batches is not None and n >= max_batches:
+            return
+        chunk = examples[start:start + batch_size]
+        weight = np.zeros(batch_size, np.float32)
+        weight[:len(chunk)] = 1.0
+        chunk = chunk + [{k: np.zeros_like(v) for k, v in chunk[0].items()}] * (batch_size - len(chunk))
+        batch = {k: np.stack([e[k] for e in chunk]) for k in keys}
+        batch["example_weight"] = weight
+        yield batch

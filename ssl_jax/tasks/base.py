@@ -79,20 +79,3 @@ class Task:
         """Facts for the report (data sizes, vocab, ...)."""
         return {}
 
-
-def eval_batches(examples: list[dict[str, np.ndarray]], batch_size: int,
-                 max_batches: int | None = None):
-    """Global eval batches; the last is padded with zero examples of example_weight 0."""
-    if not examples:
-        return
-    keys = examples[0].keys()
-    for n, start in enumerate(range(0, len(examples), batch_size)):
-        if max_batches is not None and n >= max_batches:
-            return
-        chunk = examples[start:start + batch_size]
-        weight = np.zeros(batch_size, np.float32)
-        weight[:len(chunk)] = 1.0
-        chunk = chunk + [{k: np.zeros_like(v) for k, v in chunk[0].items()}] * (batch_size - len(chunk))
-        batch = {k: np.stack([e[k] for e in chunk]) for k in keys}
-        batch["example_weight"] = weight
-        yield batch

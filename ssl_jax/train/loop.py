@@ -14,9 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ssl_jax.data.batching import eval_batches
 from ssl_jax.files import write_atomic
-from ssl_jax.tasks import get_task
-from ssl_jax.tasks.base import eval_batches
 from ssl_jax.train import report
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.metrics import MetricWriter, read_metrics
@@ -101,16 +100,20 @@ def evaluate(task, parallel: Parallel, eval_step, params, batch_size: int,
     return {f"eval_{k}": v for k, v in means.items()}
 
 
-def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True,
+def train_and_evaluate(config, workdir: str, task, *, progress: bool = True,
                        stop_after: int | None = None) -> dict[str, Any]:
-    """Trains `config.task` into `workdir`; re-running the same call resumes.
+    """Trains `task` into `workdir`; re-running the same call resumes.
+
+    task: a built task (ssl_jax.tasks.base.Task), or a callable (config, workdir) -> task,
+    e.g. the class `ssl_jax.tasks.get_task(config.task)` returns, which is called here (it
+    reads data and raises on bad input). The loop knows no task by name.
 
     stop_after: run at most this many steps in this call, then checkpoint and return (a
     time-sliced job; the next call resumes exactly where this one stopped).
     Returns the final metrics (train and eval) and how the run ended."""
     check_config(config)
     os.makedirs(workdir, exist_ok=True)
-    task = task or get_task(config.task)(config, workdir)  # reads data, raises on bad input
+    task = task(config, workdir) if callable(task) else task  # reads data, raises on bad input
     parallel = Parallel(config.parallel)
     write_config(config, workdir)
 
