@@ -285,10 +285,17 @@ def test_demonstrations_exclude_the_test_item(tmp_path):
 
 # ----------------------------------------------------------------------------- evaluate
 
+def _evaluate(lm, name, shots, num_examples, seed):
+    """One task the way the command runs it: load_tasks, then evaluate_task."""
+    task, = fewshot.load_tasks([name], shots, num_examples, seed)
+    return fewshot.evaluate_task(lm, task, shots, seed)
+
+
 def test_evaluate_all_synthetic_tasks_exact_match():
     lm = KnowingLM(padding=" ")  # within the 2-token margin
-    rows = fewshot.evaluate_many(lm, fewshot_tasks.ARITHMETIC_TASKS + fewshot_tasks.SCRAMBLE_TASKS,
-                                 [0, 1, 3], num_examples=20, seed=0, words=WORDS)
+    tasks = fewshot.load_tasks(fewshot_tasks.ARITHMETIC_TASKS + fewshot_tasks.SCRAMBLE_TASKS,
+                               [0, 1, 3], num_examples=20, seed=0, words=WORDS)
+    rows = [fewshot.evaluate_task(lm, task, [0, 1, 3], seed=0) for task in tasks]
     for row in rows:
         assert row["kind"] == fewshot_tasks.FREE_FORM and row["num_examples"] == 20
         for k, result in zip([0, 1, 3], row["results"]):
@@ -303,13 +310,13 @@ def test_evaluate_all_synthetic_tasks_exact_match():
 def test_evaluate_reduces_shots_and_counts_too_long():
     # a 2D+ question is 24-26 characters and its demonstration 28-30; answers take 4 + 2
     lm = KnowingLM(max_len=100)
-    row = fewshot.evaluate(lm, "arithmetic_2d+", [0, 10], num_examples=30, seed=0)
+    row = _evaluate(lm, "arithmetic_2d+", [0, 10], num_examples=30, seed=0)
     zero, ten = row["results"]
     assert zero["exact_match"] == 1.0 and zero["reduced"] == 0
     assert ten["exact_match"] == 1.0 and ten["reduced"] == 30
     assert 2.0 <= ten["mean_shots"] <= 3.0
     assert all(len(p) <= 100 - 6 for p in lm.prompts)
-    row = fewshot.evaluate(KnowingLM(max_len=20), "arithmetic_2d+", [0, 1], 10, 0)
+    row = _evaluate(KnowingLM(max_len=20), "arithmetic_2d+", [0, 1], 10, 0)
     assert [r["too_long"] for r in row["results"]] == [10, 10]
     assert row["results"][0]["exact_match"] is None
     assert "n/a [10 too long]" in fewshot.format_table([row])
@@ -322,7 +329,7 @@ def test_evaluate_multiple_choice(tmp_path):
     path = write_jsonl(tmp_path / "mc.jsonl", lines)
     # " A" wins per token (-1.0 vs -2.5) but loses on the sum to " B" (-3.0 vs -2.5)
     lm = KnowingLM(choice_scores={" A": (-3.0, 3), " B": (-2.5, 1), " C": (-5.0, 1)})
-    row = fewshot.evaluate(lm, path, [0, 1], num_examples=10, seed=0)
+    row = _evaluate(lm, path, [0, 1], num_examples=10, seed=0)
     assert row["kind"] == fewshot_tasks.MULTIPLE_CHOICE and row["num_examples"] == 3
     for k, result in zip([0, 1], row["results"]):
         assert result["acc"] == pytest.approx(1 / 3)

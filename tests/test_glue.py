@@ -40,8 +40,8 @@ def test_table_agrees_with_the_tfds_glue_builder():
     assert glue.GLUE_TASKS["cola"].metrics == ("mcc",)
     assert glue.GLUE_TASKS["qqp"].metrics == ("accuracy", "f1")
     assert glue.GLUE_TASKS["stsb"].metrics == ("pearson", "spearman")
-    assert glue.GLUE_TASKS["stsb"].is_regression and glue.GLUE_TASKS["stsb"].num_labels == 1
-    assert glue.GLUE_TASKS["mnli"].num_labels == 3
+    assert glue.GLUE_TASKS["stsb"].is_regression and glue.GLUE_TASKS["stsb"].label_names is None
+    assert len(glue.GLUE_TASKS["mnli"].label_names) == 3
     assert glue.GLUE_TASKS["sst2"].text_features[1] is None
     assert glue.GLUE_TASKS["rte"].file_name("validation") == "dev.tsv"
 

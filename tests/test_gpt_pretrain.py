@@ -100,7 +100,8 @@ def test_the_trained_model_prefers_real_text(gpt_run, tmp_path):
                                  "label": 0}))
     path = tmp_path / "order.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    row = fewshot.evaluate(lm, str(path), shots=[0], num_examples=len(lines), seed=0)
+    task, = fewshot.load_tasks([str(path)], shots=[0], num_examples=len(lines), seed=0)
+    row = fewshot.evaluate_task(lm, task, shots=[0], seed=0)
     acc = row["results"][0]["acc"]
     assert len(lines) >= 10 and acc >= 0.7, row  # chance: 0.5
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssl_jax.data import jigsaw
-from ssl_jax.data.jigsaw import (assemble, color_jitter, crop_tiles, cut_tiles, jigsaw_example,
+from ssl_jax.data.jigsaw import (color_jitter, crop_tiles, cut_tiles, jigsaw_example,
                                  mean_hamming, min_hamming, normalize_tiles, permutation_set,
                                  shuffle, tile_offsets, unshuffle)
 
@@ -15,6 +15,18 @@ from ssl_jax.data.jigsaw import (assemble, color_jitter, crop_tiles, cut_tiles, 
 # for 100 permutations of 9: a code of minimum distance d has at most 9!/(d-1)! words,
 # 72 for d=8 (504 for d=7, which greedy does not find).
 GREEDY_MIN_HAMMING = {9: 9, 100: 6, 1000: 5}
+
+
+def assemble(tiles: np.ndarray, grid: int = 3) -> np.ndarray:
+    """[grid*grid, t, t, C] row-major tiles -> [grid*t, grid*t, C] image, no gaps (the
+    reference inverse of cut_tiles with gap=0)."""
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or len(tiles) != grid * grid:
+        raise ValueError(f"tiles of shape {tiles.shape} must be [grid*grid={grid * grid}, "
+                         f"t, t, C]")
+    _, t_h, t_w, channels = tiles.shape
+    blocks = tiles.reshape(grid, grid, t_h, t_w, channels)  # [grid_row, grid_col, t, t, C]
+    return blocks.transpose(0, 2, 1, 3, 4).reshape(grid * t_h, grid * t_w, channels)
 
 
 def _image(height=30, width=30, channels=3, seed=0):

@@ -21,12 +21,20 @@ def _np_attention(q, k, v, mask):
     return np.einsum("bhqk,bkhd->bqhd", w, v)
 
 
+def _attention(q, k, v, mask, **kwargs):
+    """The attention op on [batch, len, heads, head_dim] inputs and outputs."""
+    heads_major = lambda x: x.transpose(0, 2, 1, 3)
+    out = attention.heads_major_attention(heads_major(q), heads_major(k), heads_major(v), mask,
+                                          **kwargs)
+    return heads_major(out)
+
+
 def test_attention_matches_numpy_reference():
     rng = np.random.default_rng(0)
     q, k, v = (rng.normal(size=(2, 5, 3, 8)).astype(np.float32) for _ in range(3))
     mask = rng.random((2, 1, 5, 5)) > 0.3
     mask[..., 0] = True
-    out = attention.dot_product_attention(q, k, v, mask)
+    out = _attention(q, k, v, mask)
     np.testing.assert_allclose(out, _np_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
 
 
@@ -34,8 +42,8 @@ def test_attention_softmax_runs_in_float32_for_bfloat16_inputs():
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(size=(1, 64, 2, 16)).astype(np.float32) for _ in range(3))
     ref = _np_attention(q, k, v, np.ones((1, 1, 64, 64), bool))
-    out = attention.dot_product_attention(*(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)),
-                                          None, dtype=jnp.bfloat16)
+    out = _attention(*(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)), None,
+                     dtype=jnp.bfloat16)
     assert out.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=3e-2)
 

@@ -38,7 +38,7 @@ def fixture_wordpiece(tmp_path, examples, max_word_len=6):
 # ----------------------------------------------------------------------------- reading
 
 def test_read_v11_and_v20_files():
-    train = squad.read_squad_json(TRAIN_V1)
+    train = squad.load_squad("1.1", "train", path=TRAIN_V1)
     assert len(train) == 6 and [e["id"] for e in train[:2]] == ["5a1e0001", "5a1e0002"]
     first = train[0]
     assert set(first) == {"id", "title", "question", "context", "answers", "is_impossible"}
@@ -60,7 +60,7 @@ def test_reader_errors(tmp_path):
     bad.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ValueError, match=r"question '5a1e2003': answer 'Since 1950' is not at "
                                          r"answer_start=80"):
-        squad.read_squad_json(str(bad))
+        squad.load_squad("2.0", "validation", path=str(bad))
     with pytest.raises(ValueError, match="version 1.1, not the requested 2.0"):
         squad.load_squad("2.0", "validation", path=DEV_V1)
     with pytest.raises(ValueError, match="version 2.0, not the requested 1.1"):
@@ -73,7 +73,7 @@ def test_reader_errors(tmp_path):
         squad.load_squad("1.1", "train", path=str(tmp_path / "missing.json"))
     (tmp_path / "other.json").write_text('{"rows": []}')
     with pytest.raises(ValueError, match="has no 'data' list"):
-        squad.read_squad_json(str(tmp_path / "other.json"))
+        squad.load_squad("1.1", "train", path=str(tmp_path / "other.json"))
 
 
 class SquadStandIn(squad_dataset_builder.Builder, skip_registration=True):
@@ -134,7 +134,7 @@ def test_max_context_by_hand():
 
 
 def test_windows_and_gold_tokens_on_the_fixtures(tmp_path):
-    examples = squad.read_squad_json(TRAIN_V1)
+    examples = squad.load_squad("1.1", "train", path=TRAIN_V1)
     wp = fixture_wordpiece(tmp_path, examples)
     features, metas = squad.featurize(examples, wp, max_seq_len=40, doc_stride=8,
                                       max_query_len=12, train=True)
@@ -329,7 +329,7 @@ def test_normalisation_exact_match_and_f1_by_hand():
 
 
 def test_squad_scores_v11_by_hand():
-    examples = squad.read_squad_json(DEV_V1)
+    examples = squad.load_squad("1.1", "validation", path=DEV_V1)
     predictions = {"5a1e1001": "48 square kilometres",  # EM 1, F1 1
                    # vs "university of tromsø" (3 tokens): P 3/5, R 1, F1 0.75; vs the long
                    # gold (5 tokens, 3 common) 0.6: the max is 0.75; EM 0
@@ -348,7 +348,7 @@ def test_squad_scores_v11_by_hand():
 
 
 def test_squad_scores_v20_by_hand():
-    examples = squad.read_squad_json(DEV_V2)
+    examples = squad.load_squad("2.0", "validation", path=DEV_V2)
     predictions = {"5a1e2001": "three rivers",  # EM 1, F1 1
                    "5a1e2002": "",  # impossible, abstained: EM 1, F1 1
                    "5a1e2003": "1950 onwards",  # vs "1950": F1 2/3; vs "since 1950" 0.5

@@ -145,7 +145,7 @@ def test_checkpointer_keeps_latest_and_best(tmp_path):
     state = {"w": jnp.arange(3.0)}
     for step, eval_loss in zip(range(1, 6), [5.0, 1.0, 4.0, 3.0, 2.0]):
         ckpt.save(step, {"w": state["w"] + step}, {"next_index": step}, {"eval_loss": eval_loss})
-    ckpt.wait()
+    ckpt.manager.wait_until_finished()  # the saves are asynchronous
     assert ckpt.all_steps() == [2, 4, 5] and ckpt.best_step() == 2
     restored, data = ckpt.restore({"w": state["w"]}, step=2)
     np.testing.assert_array_equal(restored["w"], state["w"] + 2)

@@ -50,11 +50,6 @@ class GlueTask:
     def is_regression(self) -> bool:
         return self.label_names is None
 
-    @property
-    def num_labels(self) -> int:
-        """Outputs of the task's head: one per class, or 1 score."""
-        return 1 if self.label_names is None else len(self.label_names)
-
     def file_name(self, split: str) -> str:
         return dict(self.files)[split]
 

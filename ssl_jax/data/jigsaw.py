@@ -188,17 +188,6 @@ def cut_tiles(image: np.ndarray, grid: int = 3, tile_size: int | None = None,
     return (tiles, offsets) if return_offsets else tiles
 
 
-def assemble(tiles: np.ndarray, grid: int = 3) -> np.ndarray:
-    """[grid*grid, t, t, C] row-major tiles -> [grid*t, grid*t, C] image, no gaps."""
-    tiles = np.asarray(tiles)
-    if tiles.ndim != 4 or len(tiles) != grid * grid:
-        raise ValueError(f"tiles of shape {tiles.shape} must be [grid*grid={grid * grid}, "
-                         f"t, t, C]")
-    _, t_h, t_w, channels = tiles.shape
-    blocks = tiles.reshape(grid, grid, t_h, t_w, channels)  # [grid_row, grid_col, t, t, C]
-    return blocks.transpose(0, 2, 1, 3, 4).reshape(grid * t_h, grid * t_w, channels)
-
-
 def _check_permutation(permutation: np.ndarray, n: int) -> np.ndarray:
     permutation = np.asarray(permutation)
     if permutation.shape != (n,) or not np.array_equal(np.sort(permutation), np.arange(n)):

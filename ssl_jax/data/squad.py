@@ -51,11 +51,6 @@ def _read_json(path: str) -> dict:
     return data
 
 
-def read_squad_json(path: str) -> list[dict]:
-    """Examples of a released SQuAD JSON file (v1.1 or v2.0 layout), in file order."""
-    return _json_examples(_read_json(path), path)
-
-
 def _json_examples(data: dict, path: str) -> list[dict]:
     examples, seen = [], set()
     for article in data["data"]:

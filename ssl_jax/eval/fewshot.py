@@ -192,25 +192,16 @@ def _pool_size(shots: Sequence[int]) -> int:
     return max(DEMO_POOL_SIZE, 2 * max(_check_shots(shots)))
 
 
-def evaluate(lm, task_name_or_path: str, shots: Sequence[int], num_examples: int, seed: int,
-             words: Sequence[str] | None = None, *, separator: str = DEFAULT_SEPARATOR,
-             description: str | None = None) -> dict:
-    """Zero/one/few-shot metrics of one task (see evaluate_task) on `lm`; `description` is
-    an optional first line of every prompt."""
-    task = load_task(task_name_or_path, num_examples, seed, words, pool_size=_pool_size(shots))
-    task = dataclasses.replace(task, description=description)
-    return evaluate_task(lm, task, shots, seed, separator=separator)
-
-
-def evaluate_many(lm, tasks: Sequence[str], shots: Sequence[int], num_examples: int, seed: int,
-                  words: Sequence[str] | None = None, *, separator: str = DEFAULT_SEPARATOR,
-                  description: str | None = None) -> list[dict]:
-    """evaluate() for each task; every task is loaded (and checked) before any is run."""
-    loaded = [dataclasses.replace(load_task(t, num_examples, seed, words,
-                                            pool_size=_pool_size(shots)),
-                                  description=description)
-              for t in tasks]
-    return [evaluate_task(lm, task, shots, seed, separator=separator) for task in loaded]
+def load_tasks(names: Sequence[str], shots: Sequence[int], num_examples: int, seed: int,
+               words: Sequence[str] | None = None, *,
+               description: str | None = None) -> list[Task]:
+    """Every task (a name or test.jsonl[:demos.jsonl]) loaded and checked, before any is run,
+    each with a demonstration pool for the largest K; `description` is an optional first line
+    of every prompt."""
+    return [dataclasses.replace(load_task(name, num_examples, seed, words,
+                                          pool_size=_pool_size(shots)),
+                                description=description)
+            for name in names]
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -296,9 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args, config)
         words = (corpus_words(config) if any(t in SCRAMBLE_TASKS for t in settings["tasks"])
                  else None)
-        tasks = [load_task(t, settings["num_examples"], settings["seed"], words,
-                           pool_size=_pool_size(settings["shots"]))
-                 for t in settings["tasks"]]
+        tasks = load_tasks(settings["tasks"], settings["shots"], settings["num_examples"],
+                           settings["seed"], words)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from typing import Sequence
 
@@ -251,9 +250,3 @@ class LanguageModel:
         pairs = [(self.tokenizer.encode(c) or [self.tokenizer.eot_id],
                   self.tokenizer.encode(x)) for c, x in requests]
         return continuation_log_likelihoods(self.config, self.params, pairs)
-
-    def perplexity(self, text: str) -> float:
-        ids = self.tokenizer.encode(text)
-        (total, n), = continuation_log_likelihoods(self.config, self.params,
-                                                   [([self.tokenizer.eot_id], ids)])
-        return math.exp(-total / n)

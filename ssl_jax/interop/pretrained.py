@@ -23,8 +23,6 @@ from ssl_jax.interop.hf_format import to_numpy, with_layout
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
 from ssl_jax.models.gpt import GptConfig
 
-KINDS = {"bert": ("bert", "bert_pretrain"), "gpt": ("gpt2", "gpt_pretrain")}  # HF, our task
-
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:

@@ -18,30 +18,14 @@ Array = jax.Array
 Dtype = Any
 
 
-def dot_product_attention(
-    query: Array,  # [batch, q_len, heads, head_dim]
-    key: Array,  # [batch, kv_len, heads, head_dim]
-    value: Array,  # [batch, kv_len, heads, head_dim]
-    mask: Array | None = None,  # bool, broadcastable to [batch, heads, q_len, kv_len]; True = attend
-    *,
-    dropout_rate: float = 0.0,
-    dropout_rng: Array | None = None,
-    deterministic: bool = True,
-    dtype: Dtype = jnp.float32,
-) -> Array:  # [batch, q_len, heads, head_dim]
-    """softmax(q k^T / sqrt(d) + mask) v, with the softmax in float32."""
-    # Heads-major layout: XLA's CPU backend runs these batched matmuls ~1.8x faster than
-    # with heads as the third axis (the transposes fuse into the dots).
-    query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
-    out = heads_major_attention(query, key, value, mask, dropout_rate=dropout_rate,
-                                dropout_rng=dropout_rng, deterministic=deterministic, dtype=dtype)
-    return out.transpose(0, 2, 1, 3)
-
-
 def heads_major_attention(query: Array, key: Array, value: Array, mask: Array | None, *,
                           dropout_rate: float = 0.0, dropout_rng: Array | None = None,
                           deterministic: bool = True, dtype: Dtype = jnp.float32) -> Array:
-    """The op on [batch, heads, len, head_dim] inputs (what a KV cache stores)."""
+    """softmax(q k^T / sqrt(d) + mask) v, the softmax in float32, on [batch, heads, len,
+    head_dim] inputs (what a KV cache stores); mask: bool, broadcastable to [batch, heads,
+    q_len, kv_len], True = attend. Heads-major because XLA's CPU backend runs these batched
+    matmuls ~1.8x faster than with heads as the third axis (the transposes fuse into the
+    dots)."""
     query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
     # [batch, heads, q_len, kv_len]
     logits = jnp.einsum("bhqd,bhkd->bhqk", query, key).astype(jnp.float32)

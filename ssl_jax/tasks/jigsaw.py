@@ -110,5 +110,6 @@ class JigsawTask(ImageTask):
         return {**super().describe(), "grid": p.grid, "tile_size": self.tile_size,
                 "gap": self.gap, "num_permutations": len(self.perms),
                 "min_hamming": jigsaw.min_hamming(self.perms),
+                "mean_hamming": jigsaw.mean_hamming(self.perms),
                 "baselines": {"chance accuracy": 1.0 / len(self.perms),
                               "chance loss (log N)": float(np.log(len(self.perms)))}}

@@ -71,9 +71,6 @@ class Checkpointer:
                 partial_restore=True)))
         return restored["state"]["params"]
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
