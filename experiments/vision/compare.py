@@ -13,32 +13,31 @@ images per class; 0 = all), finetune_steps (100).
 """
 from experiments import common
 from experiments.vision import inpainting, jigsaw, mae
+from ssl_jax.config import Args
 
 PRETEXTS = {"jigsaw": jigsaw, "inpainting": inpainting, "mae": mae}
 # pre-training steps per pretext: the whole sweep (3 pretexts + 3 random-init encoders,
 # probes included) fits in 20 minutes on 2 CPU cores
 STEPS = {"jigsaw": 400, "inpainting": 300, "mae": 3000}
-DEFAULTS = dict(pretext="jigsaw", random_init=False, steps=0, probe_labels=0,
-                finetune_steps=100)
+ARGS = Args(pretext="jigsaw", random_init=False, steps=0, probe_labels=0, finetune_steps=100)
+derived_fields = common.step_intervals
 
 
 def get_config(arg=None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     if a["pretext"] not in PRETEXTS:
         raise ValueError(f"pretext={a['pretext']!r}; expected one of {sorted(PRETEXTS)}")
-    steps = 0 if a["random_init"] else int(a["steps"]) or STEPS[a["pretext"]]
+    steps = 0 if a["random_init"] else a["steps"] or STEPS[a["pretext"]]
     return PRETEXTS[a["pretext"]].get_config(
-        f"steps={steps},probe_labels={int(a['probe_labels'])},"
-        f"finetune_steps={int(a['finetune_steps'])}")
+        f"steps={steps},probe_labels={a['probe_labels']},finetune_steps={a['finetune_steps']}")
 
 
-def get_sweep(arg=None):
-    extra = ",".join(p for p in (arg or "").split(",")
-                     if p.strip() and not p.startswith(("pretext=", "random_init=")))
+def get_sweep():
+    """name -> the config args (":key") of each pretext and its random-init encoder: a pretext
+    is a whole config, not fields of one."""
     points = {}
     for name in PRETEXTS:
         for random_init in (False, True):
             point = f"{name}_random_init" if random_init else name
-            points[point] = ",".join(filter(None, (f"pretext={name}",
-                                                   f"random_init={random_init}", extra)))
+            points[point] = {":pretext": name, ":random_init": random_init}
     return points
