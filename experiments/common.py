@@ -1,31 +1,10 @@
-"""Shared config pieces: the size table, the training fields, `arg` parsing."""
+"""Shared config pieces: the size tables, the training fields, the derived intervals."""
 from __future__ import annotations
-
-import ast
 
 import ml_collections
 
 from ssl_jax.models.bert import BERT_SIZES
 from ssl_jax.models.gpt import GPT_SIZES
-
-
-def parse_arg(arg: str | None, defaults: dict) -> dict:
-    """'mini,mask_rate=0.2,nsp=False' -> defaults updated with variant='mini', mask_rate=0.2, ...
-
-    A bare word sets `variant`; unknown keys fail loudly."""
-    values = dict(defaults)
-    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
-        key, eq, raw = part.partition("=")
-        if not eq:
-            key, raw = "variant", part
-        if key not in values:
-            raise ValueError(f"unknown config arg {key!r}; expected one of {sorted(values)}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        values[key] = value
-    return values
 
 
 def bert_model(variant: str) -> ml_collections.ConfigDict:
@@ -54,6 +33,19 @@ def gpt_model(variant: str) -> ml_collections.ConfigDict:
         dtype="float32", param_dtype="float32"))
 
 
+def bert_size(variant: str) -> dict:
+    """The model fields a BERT size sets, as overrides: a sweep point "size=mini"."""
+    model = bert_model(variant)
+    return {f"model.{k}": model[k] for k in ("variant", *BERT_SIZES[variant], "mlp_dim")}
+
+
+def gpt_size(variant: str) -> dict:
+    """The model fields a GPT size sets (its LN placement and activation too), as overrides."""
+    model = gpt_model(variant)
+    return {f"model.{k}": model[k]
+            for k in ("variant", *GPT_SIZES[variant], "mlp_dim", "pre_ln", "activation")}
+
+
 def text_data(corpus: str = "embedded") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         corpus=corpus,  # "embedded" | "files" | a prepared TFDS dataset name
@@ -64,11 +56,26 @@ def text_data(corpus: str = "embedded") -> ml_collections.ConfigDict:
         vocab_size=30000, lowercase=True))
 
 
+def derived_int() -> ml_collections.FieldReference:
+    """A field the config's derived_fields() sets after the overrides (unless overridden)."""
+    return ml_collections.FieldReference(None, field_type=int)
+
+
+def step_intervals(config, explicit=frozenset()) -> dict:
+    """derived_fields of a pre-training run: about 20 metrics lines (at most 50 steps apart),
+    5 evaluations and 5 checkpoints over config.num_train_steps."""
+    steps = config.num_train_steps
+    return dict(log_every_steps=max(1, min(50, steps // 20)),
+                eval_every_steps=max(1, steps // 5), checkpoint_every_steps=max(1, steps // 5))
+
+
 def training(**kw) -> ml_collections.ConfigDict:
-    """Fields every task's run has (the generic loop reads them)."""
+    """Fields every task's run has (the generic loop reads them). The three intervals are
+    derived fields: the config's derived_fields() sets them from the final num_train_steps."""
     c = ml_collections.ConfigDict(dict(
         task="", batch_size=32, max_seq_len=128, num_train_steps=1000,
-        log_every_steps=50, eval_every_steps=500, checkpoint_every_steps=500,
+        log_every_steps=derived_int(), eval_every_steps=derived_int(),
+        checkpoint_every_steps=derived_int(),
         checkpoint_keep=3, num_eval_batches=ml_collections.FieldReference(None, field_type=int),
         seed=0, parallel="jit", data_threads=2,
         optimizer=dict(name="adamw", learning_rate=1e-4, end_learning_rate=0.0,
@@ -85,8 +92,7 @@ def finetune(dataset: str, **kw) -> ml_collections.ConfigDict:
     config = training(
         task="finetune", model=bert_model("base"), data=text_data("embedded"),
         batch_size=32, max_seq_len=128, num_train_epochs=3.0, num_train_steps=1,
-        log_every_steps=10, eval_every_steps=1000, checkpoint_every_steps=1000,
-        checkpoint_keep=1,
+        log_every_steps=10, checkpoint_keep=1,
         finetune=dict(
             dataset=dataset, path=str_or_none(), data_dir=str_or_none(), init="",
             random_init=False, freeze_embeddings=False, freeze_layers=0, linear_probe=False,
@@ -158,25 +164,10 @@ def probe(layer: int = -1, labels_per_class: int = 0,
 def vision_pretext(task: str, args: dict, model, tokens_per_image: int, pretext: dict,
                    optimizer: dict) -> ml_collections.ConfigDict:
     """A vision pretext run from its parsed args (steps, batch, source, image_size and
-    PROBE_ARGS): the training fields, config.pretext, and config.probe."""
-    steps = int(args["steps"])
+    PROBE_ARGS): the training fields, config.pretext, and config.probe. Its derived fields
+    are step_intervals."""
     return training(
-        task=task, model=model, data=image_data(args["source"], int(args["image_size"])),
-        batch_size=int(args["batch"]), num_train_steps=steps,
-        max_seq_len=tokens_per_image, log_every_steps=max(1, min(50, steps // 20)),
-        eval_every_steps=max(1, steps // 5), checkpoint_every_steps=max(1, steps // 5),
+        task=task, model=model, data=image_data(args["source"], args["image_size"]),
+        batch_size=args["batch"], num_train_steps=args["steps"], max_seq_len=tokens_per_image,
         checkpoint_keep=1, pretext=pretext, optimizer=optimizer,
-        probe=probe(int(args["probe_layer"]), int(args["probe_labels"]),
-                    int(args["finetune_steps"])))
-
-
-def sweep_of(arg: str | None, key: str, values, extra: dict[str, str] | None = None):
-    """{"key=value": arg with key=value} for each value (+ extra named args), keeping the
-    rest of `arg`: a config's get_sweep over one ablation axis."""
-    base = [p for p in (arg or "").split(",") if p.strip() and "=" in p
-            and p.split("=")[0] not in {key, *(e.split("=")[0] for e in (extra or {}).values())}]
-    base += [p for p in (arg or "").split(",") if p.strip() and "=" not in p]
-    join = lambda *parts: ",".join(p for p in parts if p)
-    points = {f"{key}={v}": join(*base, f"{key}={v}") for v in values}
-    points.update({name: join(*base, setting) for name, setting in (extra or {}).items()})
-    return points
+        probe=probe(args["probe_layer"], args["probe_labels"], args["finetune_steps"]))

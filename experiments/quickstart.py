@@ -11,6 +11,7 @@ import ml_collections
 
 from experiments import common
 from experiments.finetune import passage_source
+from ssl_jax.config import stage_fields
 
 
 def pretrain_config():
@@ -22,11 +23,17 @@ def pretrain_config():
     return common.training(
         task="bert_pretrain", model=common.bert_model("mini"), data=data,
         batch_size=32, max_seq_len=128, num_train_steps=300,
-        log_every_steps=10, eval_every_steps=100, checkpoint_every_steps=100,
         # lr 5e-4 leaves the unigram plateau within 300 steps; 1e-3 and 2e-3 stay on it.
         optimizer=dict(name="adamw", learning_rate=5e-4, end_learning_rate=0.0,
                        warmup_steps=0.1, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
                        weight_decay=0.01, grad_clip_norm=1.0))
+
+
+def pretrain_intervals(config, explicit=frozenset()) -> dict:
+    """30 metrics lines, 3 evaluations and 3 checkpoints (10/100/100 at the 300 steps)."""
+    steps = config.num_train_steps
+    return dict(log_every_steps=max(1, steps // 30), eval_every_steps=max(1, steps // 3),
+                checkpoint_every_steps=max(1, steps // 3))
 
 
 def finetune_config():
@@ -34,6 +41,12 @@ def finetune_config():
     the best of 1e-4/2e-4/3e-4 for the random encoder, which at 1e-4 stays at the majority
     class); finetune.init is set to the pre-training run, for both encoders."""
     return passage_source.get_config()
+
+
+def derived_fields(config, explicit=frozenset()) -> dict:
+    """Each stage's, from its fields after the overrides (--config.pretrain.num_train_steps)."""
+    return {**stage_fields("pretrain", pretrain_intervals, config, explicit),
+            **stage_fields("finetune", passage_source.derived_fields, config, explicit)}
 
 
 def get_config():

@@ -1,4 +1,12 @@
-"""Loading `experiments/...py[:arg]` configs, command-line overrides, and sweeps."""
+"""Loading `experiments/...py[:arg]` configs: typed args, command-line overrides, derived
+fields.
+
+A config module declares its args with `Args` (name -> typed default) and parses its `arg`
+once in `get_config(arg)`. `build_config` then applies the overrides (`--config.a.b=v`, or a
+sweep point's, with the same parser) and last the module's `derived_fields(config,
+explicit)` (e.g. the log/eval/checkpoint intervals from num_train_steps), so derived values
+follow the overrides and an explicit override of a derived field wins.
+"""
 from __future__ import annotations
 
 import ast
@@ -8,8 +16,116 @@ import json
 import os
 import sys
 from types import ModuleType
+from typing import Any, Callable, Iterable
 
 import ml_collections
+
+_NONE = ("None", "none", "null")
+
+
+class optional:
+    """An arg whose default is None; `kind` is the type of the values it accepts."""
+
+    def __init__(self, kind: type):
+        self.kind = kind
+
+
+def parse_typed(raw: str, kind: type, allow_none: bool) -> Any:
+    """The command-line text `raw` as a `kind` value; ValueError("expected ...") if it is not.
+    Ints are accepted for float fields; bools are only true/false."""
+    if allow_none and raw in _NONE:
+        return None
+    if kind is bool:
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+    elif kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    elif kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    elif kind is str:
+        return raw
+    elif kind in (list, tuple):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, (list, tuple)):
+            return kind(value)
+    else:
+        raise TypeError(f"no command-line parser for type {kind.__name__}")
+    expected = "true or false" if kind is bool else kind.__name__
+    raise ValueError(f"expected {expected}{' or None' if allow_none else ''}")
+
+
+def format_value(value: Any) -> str:
+    """`value` as command-line text that parse_typed reads back (a sweep point's values)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Args:
+    """A config's args: `Args(bare="variant", steps=10000, files=optional(str))`; each
+    default's type is the arg's type. `parse("mini,steps=30")` -> {"variant": "mini",
+    "steps": 30, ...}; a bare word sets `bare`; unknown keys and bad values fail."""
+
+    def __init__(self, bare: str | None = None, **declared):
+        self.bare = bare
+        self.kinds: dict[str, tuple[type, bool]] = {}
+        self.defaults: dict[str, Any] = {}
+        for name, default in declared.items():
+            if isinstance(default, optional):
+                self.kinds[name], self.defaults[name] = (default.kind, True), None
+            else:
+                self.kinds[name], self.defaults[name] = (type(default), False), default
+
+    def updated(self, **declared) -> "Args":
+        """These args with other defaults (same type) or extra args."""
+        merged = Args(self.bare)
+        merged.kinds, merged.defaults = dict(self.kinds), dict(self.defaults)
+        for name, default in declared.items():
+            extra = Args(**{name: default})
+            if name in self.kinds and self.kinds[name][0] is not extra.kinds[name][0]:
+                raise TypeError(f"arg {name}: default {default!r} is not a "
+                                f"{self.kinds[name][0].__name__}")
+            merged.kinds[name], merged.defaults[name] = extra.kinds[name], extra.defaults[name]
+        return merged
+
+    def parse(self, arg: str | None) -> dict[str, Any]:
+        values = dict(self.defaults)
+        for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+            key, eq, raw = part.partition("=")
+            if not eq:
+                if self.bare is None:
+                    raise ValueError(f"config arg {part!r} needs a key (key=value); expected "
+                                     f"one of {sorted(values)}")
+                key, raw = self.bare, part
+            if key not in self.kinds:
+                raise ValueError(f"unknown config arg {key!r}; expected one of {sorted(values)}")
+            kind, allow_none = self.kinds[key]
+            try:
+                values[key] = parse_typed(raw, kind, allow_none)
+            except ValueError as e:
+                raise ValueError(f"config arg {key}={raw!r}: {e}") from None
+        return values
+
+
+def arg_keys(arg: str | None) -> set[str]:
+    """The keys an arg string sets by key=value ('tiny,steps=3' -> {'steps'})."""
+    return {p.partition("=")[0].strip() for p in (arg or "").split(",") if "=" in p}
+
+
+def join_arg(arg: str | None, values: dict[str, Any]) -> str | None:
+    """`arg` with key=value appended for each of `values` (a sweep point's args)."""
+    parts = [p for p in (arg or "").split(",") if p.strip()]
+    parts += [f"{k}={format_value(v)}" for k, v in values.items()]
+    return ",".join(parts) if parts else arg
 
 
 def load_module(path: str) -> ModuleType:
@@ -35,17 +151,35 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def build_config(module: ModuleType, arg: str | None,
-                 overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+                 overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+    """get_config(arg), then the overrides, then the module's derived fields (those not
+    overridden): the config a run uses and records."""
+    overrides = list(overrides)
     config = module.get_config(arg) if arg is not None else module.get_config()
     config = ml_collections.ConfigDict(config)
     config.lock()
     apply_overrides(config, overrides)
+    derive = getattr(module, "derived_fields", None)
+    if derive is not None:
+        explicit = frozenset(key for key, _ in overrides)
+        for key, value in derive(config, explicit).items():
+            if key not in explicit:
+                node, leaf = _field(config, key)
+                node[leaf] = value
     return config
 
 
-def load_config(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+def load_config(spec: str, overrides: Iterable[tuple[str, str]] = ()
+                ) -> ml_collections.ConfigDict:
     path, arg = split_spec(spec)
     return build_config(load_module(path), arg, overrides)
+
+
+def stage_fields(prefix: str, derive: Callable, config, explicit: frozenset[str]) -> dict:
+    """A sub-config's derived fields (e.g. a transfer config's `pretrain`), keyed
+    `prefix.field`, from that sub-config and the overrides under `prefix.`."""
+    inner = frozenset(k[len(prefix) + 1:] for k in explicit if k.startswith(prefix + "."))
+    return {f"{prefix}.{k}": v for k, v in derive(config[prefix], inner).items()}
 
 
 def all_keys(config, prefix="") -> list[str]:
@@ -57,46 +191,42 @@ def all_keys(config, prefix="") -> list[str]:
     return keys
 
 
-def _parse_value(raw: str, current):
-    if isinstance(current, bool):
-        if raw.lower() in ("true", "1", "yes"):
-            return True
-        if raw.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"expected true/false, got {raw!r}")
-    if isinstance(current, int):
-        return int(raw)
-    if isinstance(current, float):
-        return float(raw)
-    if isinstance(current, str):
-        return raw
-    if raw in ("None", "none", "null"):
-        return None
+def _field(config, key: str):
+    """(the ConfigDict holding `key`, its leaf name); ValueError naming close keys."""
+    parent, _, leaf = key.rpartition(".")
+    node = config
     try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
+        for part in filter(None, parent.split(".")):
+            node = node[part]
+        current = node[leaf]
+    except (KeyError, AttributeError, TypeError):
+        close = difflib.get_close_matches(key, all_keys(config), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown config key {key!r}{hint}") from None
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ValueError(f"config key {key!r} is a group; set one of its fields")
+    return node, leaf
+
+
+def _parse_value(raw: str, node, leaf: str):
+    kind = node.get_type(leaf)
+    if kind is type(None):  # an untyped None field: a Python literal, else the text
+        if raw in _NONE:
+            return None
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+    return parse_typed(raw, kind, allow_none=node[leaf] is None)  # a typed None field
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
-    """overrides: [("data.mask_rate", "0.2"), ...]. Unknown keys and bad types fail loudly."""
-    known = all_keys(config)
+    """overrides: [("data.mask_rate", "0.2"), ...] as command-line text, parsed to each
+    field's type. Unknown keys and bad values fail, naming the key and the expected type."""
     for key, raw in overrides:
-        parent, _, leaf = key.rpartition(".")
-        node = config
+        node, leaf = _field(config, key)
         try:
-            for part in filter(None, parent.split(".")):
-                node = node[part]
-            current = node[leaf]
-        except (KeyError, AttributeError, TypeError):
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config key {key!r}{hint}") from None
-        if isinstance(current, ml_collections.ConfigDict):
-            raise ValueError(f"config key {key!r} is a group; set one of its fields")
-        try:
-            value = _parse_value(raw, current)
-            node[leaf] = value
+            node[leaf] = _parse_value(raw, node, leaf)
         except (ValueError, TypeError) as e:
             raise ValueError(f"bad value for config key {key!r}: {raw!r} ({e})") from None
 
@@ -110,8 +240,8 @@ def parse_override_args(argv: list[str]) -> tuple[list[tuple[str, str]], list[st
         if arg.startswith("--config."):
             key, eq, value = arg[len("--config."):].partition("=")
             if not eq:
-                if i + 1 >= len(argv):
-                    raise ValueError(f"{arg} needs a value")
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise ValueError(f"{arg} needs a value: {arg}=VALUE")
                 value = argv[i + 1]
                 i += 1
             overrides.append((key, value))

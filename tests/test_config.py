@@ -1,12 +1,14 @@
-"""Configs: every experiment trains a step, every sweep point builds (and, with -m slow,
-trains a step); bad input fails fast."""
+"""Configs: typed args, overrides, derived fields, the GLUE table; every experiment trains a
+step; bad input fails fast. (Sweeps: tests/test_sweep.py.)"""
 import glob
+import json
 import os
 
 import pytest
 
 import launch
 from ssl_jax import config as config_lib
+from ssl_jax.config import Args, optional
 from tests.conftest import ROOT
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "**", "*.py"),
@@ -16,6 +18,7 @@ TINY = [("model.num_layers", "1"), ("model.hidden_size", "32"), ("model.num_head
         ("model.mlp_dim", "64"), ("max_seq_len", "32"), ("batch_size", "4"),
         ("num_train_steps", "1"), ("num_eval_batches", "1"), ("data.vocab_size", "1000"),
         ("data.dupe_factor", "1"), ("probe.finetune_steps", "2"), ("data.limit", "300")]
+GLUE = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 
 
 # Fine-tuning configs read their task's fixture files (in the released formats).
@@ -26,22 +29,25 @@ FIXTURE_PATHS = {"glue/cola": "glue/CoLA", "glue/sst2": "glue/SST-2", "glue/mrpc
                  "conll2003/pos": "conll2003"}
 
 
-def _points(sweeps: bool):
+def config_args():
+    """(path, arg) of every config at its defaults; glue.py once per task."""
     for path in CONFIGS:
-        module = config_lib.load_module(path)
-        yield os.path.relpath(path, ROOT), None
-        if sweeps:
-            for name, arg in (getattr(module, "get_sweep", lambda: {})() or {}).items():
-                yield os.path.relpath(path, ROOT), arg
+        rel = os.path.relpath(path, ROOT)
+        if rel == "experiments/finetune/glue.py":
+            yield from ((rel, f"task={t}") for t in GLUE)
+        else:
+            yield rel, None
 
 
-def tiny(module, arg):
-    """The config at test size: TINY's fields wherever the config (or its stages) has them;
-    fine-tuning reads the task's fixture files and counts steps, not epochs."""
-    config = config_lib.build_config(module, arg)
-    keys = set(config_lib.all_keys(config))
+def tiny(module, arg, point=()):
+    """The config (with a sweep point's overrides) at test size: TINY's fields wherever the
+    config (or its stages) has them and the point does not set them; fine-tuning reads the
+    task's fixture files and counts steps, not epochs."""
+    point = list(point)
+    config = config_lib.build_config(module, arg, point)
+    keys = set(config_lib.all_keys(config)) - {k for k, _ in point}
     prefixes = ("pretrain.", "finetune.") if config.task == "transfer" else ("",)
-    overrides = [(p + k, v) for p in prefixes for k, v in TINY if p + k in keys]
+    overrides = point + [(p + k, v) for p in prefixes for k, v in TINY if p + k in keys]
     for p in prefixes:
         stage = config[p.rstrip(".")] if p else config
         if stage.task == "finetune":
@@ -55,10 +61,10 @@ def tiny(module, arg):
     return config_lib.build_config(module, arg, overrides)
 
 
-def _train_one_step(path, arg, tmp_path):
+def _train_one_step(path, arg, tmp_path, point=()):
     from ssl_jax.transfer import run
 
-    config = tiny(config_lib.load_module(os.path.join(ROOT, path)), arg)
+    config = tiny(config_lib.load_module(os.path.join(ROOT, path)), arg, point)
     assert config.is_locked
     summary = run(config, str(tmp_path), progress=False)
     if config.task == "transfer":
@@ -69,29 +75,16 @@ def _train_one_step(path, arg, tmp_path):
     assert 0 < summary["loss"] < 20
 
 
-# GLUE configs that are the shared experiments/finetune/common.py with another fixture and
-# nothing of their own (their parsers are tested in test_glue): one step each under -m slow.
-# cola (MCC), stsb (regression), mnli (two dev splits) keep their step in the default run.
-SAME_PATH_AS_COLA = {f"experiments/finetune/{t}.py" for t in ("sst2", "mrpc", "qqp", "qnli",
-                                                               "rte", "wnli")}
+# GLUE tasks that take cola's code path with another fixture (their parsers are tested in
+# test_glue): one step each under -m slow. cola (MCC), stsb (regression), mnli (two dev
+# splits) keep their step in the default run.
+SAME_PATH_AS_COLA = {f"task={t}" for t in ("sst2", "mrpc", "qqp", "qnli", "rte", "wnli")}
 
 
 @pytest.mark.parametrize("path,arg", [
-    pytest.param(path, arg, marks=[pytest.mark.slow] if path in SAME_PATH_AS_COLA else [])
-    for path, arg in _points(sweeps=False)])
+    pytest.param(path, arg, marks=[pytest.mark.slow] if arg in SAME_PATH_AS_COLA else [])
+    for path, arg in config_args()])
 def test_every_config_trains_one_step(path, arg, tmp_path):
-    _train_one_step(path, arg, tmp_path)
-
-
-@pytest.mark.parametrize("path,arg", [p for p in _points(sweeps=True) if p[1] is not None])
-def test_every_sweep_point_builds(path, arg):
-    assert tiny(config_lib.load_module(os.path.join(ROOT, path)), arg).is_locked
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path,arg", [p for p in _points(sweeps=True) if p[1] is not None])
-def test_every_sweep_point_trains_one_step(path, arg, tmp_path):
-    """The full set (`-m slow`, ~5 min): every sweep point of every config trains a step."""
     _train_one_step(path, arg, tmp_path)
 
 
@@ -99,21 +92,6 @@ def test_every_config_documents_its_command():
     for path in CONFIGS:
         doc = config_lib.load_module(path).__doc__ or ""
         assert "python launch.py --config experiments/" in doc, path
-
-
-def test_sweep_covers_the_paper_ablations():
-    module = config_lib.load_module(os.path.join(ROOT, "experiments/bert/pretrain.py"))
-    points = module.get_sweep("tiny,steps=50")
-    assert {"mask_rate=0.10", "mask_rate=0.15", "mask_rate=0.20", "mask_rate=0.40",
-            "mask_mix=80-10-10", "mask_mix=100-0-0", "mask_mix=80-20-0", "nsp=False",
-            "size=tiny", "size=mini"} <= set(points)
-    c = config_lib.build_config(module, points["mask_mix=100-0-0"])
-    assert (c.data.mask_token_prob, c.data.random_token_prob) == (1.0, 0.0)
-    assert c.num_train_steps == 50 and c.model.num_layers == 2
-    c = config_lib.build_config(module, points["mask_rate=0.40"])
-    assert c.data.mask_rate == 0.4
-    assert config_lib.build_config(module, points["nsp=False"]).data.nsp is False
-    assert config_lib.build_config(module, points["size=mini"]).model.hidden_size == 256
 
 
 def test_config_args_and_overrides():
@@ -175,36 +153,192 @@ def test_empty_corpus_and_bad_vocab(capsys, tmp_path):
     assert code == 2 and "lacks the special tokens" in err, err
 
 
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_launch_sweep_writes_the_comparison(tmp_path, workers):
-    (tmp_path / "two.py").write_text(
-        '"""python launch.py --config experiments/two.py --workdir w --sweep"""\n'
-        "from experiments.bert import pretrain\n"
-        "def get_config(arg=None):\n    return pretrain.get_config(arg)\n"
-        "def get_sweep(arg=None):\n"
-        "    return {'mask_rate=0.15': 'tiny,steps=2', 'nsp=False': 'tiny,steps=2,nsp=False'}\n")
-    workdir = tmp_path / "sweep"
-    code = launch.main(["--config", str(tmp_path / "two.py"), "--workdir", str(workdir),
-                        "--sweep", "--no-progress", "--sweep-workers", str(workers)]
-                       + [f"--config.{k}={v}" for k, v in TINY[:-5]])
-    assert code == 0
-    rows = (workdir / "sweep.csv").read_text().splitlines()
-    assert rows[0].startswith("name,arg,status,step,selection,eval_loss") and len(rows) == 3
-    assert rows[2].startswith("nsp=False,") and ",completed," in rows[2]
-    assert (workdir / "nsp=False" / "report.md").exists()
-    table = (workdir / "sweep.md").read_text()
-    assert "| mask_rate=0.15 | completed |" in table and "Best point by eval_loss" in table
-    assert (workdir / "sweep.png").stat().st_size > 0  # a bar per point of its eval_loss
+# --- typed args ---------------------------------------------------------------------------
+
+ARGS = Args(bare="variant", variant="mini", steps=10000, lr=1e-4, nsp=True,
+            files=optional(str), mask_mix="80-10-10")
 
 
-def test_best_sweep_point_follows_the_selection_metric():
-    from ssl_jax.sweep import best_row
+def test_args_parse_to_their_declared_types():
+    assert ARGS.parse(None) == dict(variant="mini", steps=10000, lr=1e-4, nsp=True, files=None,
+                                    mask_mix="80-10-10")
+    a = ARGS.parse("tiny,steps=30,lr=3,nsp=False,files=/x/*.txt,mask_mix=100-0-0")
+    assert a == dict(variant="tiny", steps=30, lr=3.0, nsp=False, files="/x/*.txt",
+                     mask_mix="100-0-0")
+    assert type(a["lr"]) is float and type(a["steps"]) is int  # an int is a float field's
+    assert ARGS.parse("nsp=TRUE,files=None") == dict(ARGS.parse(None), nsp=True, files=None)
+    assert ARGS.updated(steps=50, column="ner").parse("column=pos") == dict(
+        ARGS.parse(None), steps=50, column="pos")
+    with pytest.raises(TypeError, match="arg steps: default 0.5 is not a int"):
+        ARGS.updated(steps=0.5)
 
-    rows = [{"name": "lr=5e-05", "selection": "eval_accuracy:max", "eval_accuracy": 0.61},
-            {"name": "lr=3e-05", "selection": "eval_accuracy:max", "eval_accuracy": 0.66},
-            {"name": "lr=2e-05", "status": "failed: ValueError"}]
-    assert best_row(rows)["name"] == "lr=3e-05"
-    rows = [{"name": "a", "selection": "eval_loss:min", "eval_loss": 2.0},
-            {"name": "b", "selection": "eval_loss:min", "eval_loss": 1.5}]
-    assert best_row(rows)["name"] == "b"
-    assert best_row([{"name": "x", "status": "failed"}]) is None
+
+@pytest.mark.parametrize("arg,message", [
+    ("steps=abc", "config arg steps='abc': expected int"),
+    ("steps=1.5", "config arg steps='1.5': expected int"),
+    ("steps=None", "config arg steps='None': expected int"),
+    ("lr=fast", "config arg lr='fast': expected float"),
+    ("nsp=1", "config arg nsp='1': expected true or false"),
+    ("nsp=yes", "config arg nsp='yes': expected true or false"),
+    ("mask_rat=0.2", "unknown config arg 'mask_rat'; expected one of ['files', 'lr', 'mask_mix'"),
+])
+def test_bad_arg_values_are_named_with_the_expected_type(arg, message):
+    with pytest.raises(ValueError) as e:
+        ARGS.parse(arg)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("experiments/bert/pretrain.py:tiny,steps=abc", "config arg steps='abc': expected int"),
+    ("experiments/gpt/pretrain.py:gpt-tiny,mask_docs=0", "config arg mask_docs='0': expected true or false"),
+    ("experiments/vision/mae.py:mask_ratio=most", "config arg mask_ratio='most': expected float"),
+    ("experiments/finetune/glue.py:task=mrpc,freeze_layers=two", "config arg freeze_layers='two': expected int"),
+    ("experiments/finetune/glue.py:init=/d", "config arg task=None: expected one of ['cola', 'mnli'"),
+    ("experiments/finetune/glue.py:task=colaa", "config arg task='colaa': expected one of"),
+    ("experiments/vision/compare.py:mae", "config arg 'mae' needs a key (key=value)"),
+])
+def test_launch_refuses_a_bad_typed_arg_in_one_line(spec, message, capsys, tmp_path):
+    code = launch.main(["--config", os.path.join(ROOT, spec), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "w").exists()
+
+
+def test_overrides_parse_to_the_field_type():
+    spec = os.path.join(ROOT, "experiments/bert/pretrain.py:tiny")
+    c = config_lib.load_config(spec, [("optimizer.learning_rate", "3"), ("data.nsp", "False"),
+                                      ("num_eval_batches", "4"), ("data.files", "None")])
+    assert c.optimizer.learning_rate == 3.0 and type(c.optimizer.learning_rate) is float
+    assert c.data.nsp is False and c.num_eval_batches == 4 and c.data.files is None
+    for key, raw, expected in [("batch_size", "abc", "expected int"),
+                               ("batch_size", "None", "expected int"),
+                               ("data.nsp", "1", "expected true or false"),
+                               ("optimizer.learning_rate", "fast", "expected float"),
+                               ("num_eval_batches", "2.5", "expected int or None")]:
+        with pytest.raises(ValueError) as e:
+            config_lib.load_config(spec, [(key, raw)])
+        assert str(e.value) == f"bad value for config key {key!r}: {raw!r} ({expected})"
+
+
+# --- derived fields ---------------------------------------------------------------------
+
+def _intervals(c):
+    return c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps
+
+
+@pytest.mark.parametrize("spec,default,at_30", [
+    # max(1, min(50, steps // 20)), max(1, steps // 5), max(1, steps // 5)
+    ("experiments/bert/pretrain.py", (50, 2000, 2000), (1, 6, 6)),
+    ("experiments/gpt/pretrain.py", (20, 80, 80), (1, 6, 6)),  # 400 steps
+    ("experiments/vision/mae.py", (50, 200, 200), (1, 6, 6)),  # 1,000 steps
+    ("experiments/vision/compare.py", (20, 80, 80), (1, 6, 6)),  # its jigsaw budget: 400
+    # steps // 3 (fine-tuning counted in steps); the default counts epochs (placeholders)
+    ("experiments/finetune/glue.py:task=rte", (10, 1000, 1000), (10, 10, 10)),
+    ("experiments/finetune/squad.py", (10, 1000, 1000), (10, 10, 10)),
+    # passage_source: 120 steps, 5 evaluations, one checkpoint at the end
+    ("experiments/finetune/passage_source.py", (10, 24, 120), (10, 6, 30)),
+])
+def test_intervals_are_derived_after_the_step_override(spec, default, at_30):
+    assert _intervals(config_lib.load_config(os.path.join(ROOT, spec))) == default
+    c = config_lib.load_config(os.path.join(ROOT, spec), [("num_train_steps", "30")])
+    assert c.num_train_steps == 30 and _intervals(c) == at_30
+    if c.task == "finetune":  # an explicit step count replaces the epochs
+        assert c.num_train_epochs == 0.0
+
+
+def test_an_explicit_interval_override_wins():
+    spec = os.path.join(ROOT, "experiments/bert/pretrain.py:tiny")
+    c = config_lib.load_config(spec, [("num_train_steps", "30"), ("eval_every_steps", "7")])
+    assert _intervals(c) == (1, 7, 6)
+    c = config_lib.load_config(spec, [("eval_every_steps", "7"), ("num_train_steps", "30"),
+                                      ("log_every_steps", "3")])
+    assert _intervals(c) == (3, 7, 6)
+
+
+def test_the_quickstart_derives_each_stage():
+    spec = os.path.join(ROOT, "experiments/quickstart.py")
+    c = config_lib.load_config(spec)
+    assert _intervals(c.pretrain) == (10, 100, 100) and _intervals(c.finetune) == (10, 24, 120)
+    c = config_lib.load_config(spec, [("pretrain.num_train_steps", "30"),
+                                      ("finetune.num_train_steps", "10"),
+                                      ("finetune.checkpoint_every_steps", "4")])
+    assert _intervals(c.pretrain) == (1, 10, 10) and _intervals(c.finetune) == (10, 2, 4)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ([("eval_every_steps", "5")], "eval_every_steps cannot be set with num_train_epochs=3.0"),
+    ([("num_train_steps", "5"), ("num_train_epochs", "2")],
+     "num_train_steps and num_train_epochs=2.0 are both set"),
+])
+def test_finetune_epochs_conflicts_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.load_config(os.path.join(ROOT, "experiments/finetune/glue.py:task=rte"),
+                               overrides)
+    c = config_lib.load_config(os.path.join(ROOT, "experiments/finetune/glue.py:task=rte"),
+                               [("num_train_epochs", "0"), ("num_train_steps", "9"),
+                                ("eval_every_steps", "5")])
+    assert (c.num_train_epochs, c.num_train_steps, _intervals(c)) == (0.0, 9, (10, 5, 3))
+
+
+def test_a_short_run_uses_and_records_the_derived_intervals(tmp_path, capsys):
+    """--config.num_train_steps=10 on a 10,000-step config: 10 metrics lines and 5 evals (with
+    the default's intervals, 2,000 steps apart: one line, the final one)."""
+    workdir = tmp_path / "run"
+    code = launch.main(["--config", os.path.join(ROOT, "experiments/bert/pretrain.py:tiny"),
+                        "--workdir", str(workdir), "--no-progress", "--config.num_train_steps=10"]
+                       + [f"--config.{k}={v}" for k, v in TINY if k not in (
+                           "num_train_steps", "probe.finetune_steps", "data.limit")])
+    assert code == 0, capsys.readouterr().err
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert [recorded[k] for k in ("num_train_steps", "log_every_steps", "eval_every_steps",
+                                  "checkpoint_every_steps")] == [10, 1, 2, 2]
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 11))
+    assert [r["step"] for r in lines if "eval_loss" in r] == [2, 4, 6, 8, 10]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--config.num_train_steps"], "--config.num_train_steps needs a value"),
+    (["--config.num_train_steps", "--no-progress"], "--config.num_train_steps needs a value"),
+    (["--config.num_train_steps=ten"], "bad value for config key 'num_train_steps': 'ten' (expected int)"),
+    (["--sweep-points", "size=tiny"], "--sweep-points needs --sweep"),
+])
+def test_command_line_errors_are_one_line(argv, message, capsys, tmp_path):
+    code = launch.main(["--config", os.path.join(ROOT, "experiments/bert/pretrain.py:tiny"),
+                        "--workdir", str(tmp_path / "w"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: {message}" + err[len(f"error: {message}"):], err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "w").exists()
+
+
+# --- GLUE: one table-driven config --------------------------------------------------------
+
+with open(os.path.join(ROOT, "tests", "fixtures", "glue_configs_before.json")) as f:
+    GLUE_BEFORE = json.load(f)["configs"]  # experiments/finetune/cola.py's output, per arg
+# key fields of the old per-task files' default configs (identical for the nine tasks)
+GLUE_DEFAULTS = {"model.variant": "base", "model.num_layers": 12, "batch_size": 32,
+                 "max_seq_len": 128, "num_train_epochs": 3.0, "num_train_steps": 1,
+                 "optimizer.learning_rate": 2e-5, "log_every_steps": 10,
+                 "eval_every_steps": 1000, "checkpoint_every_steps": 1000, "finetune.init": ""}
+
+
+def _field(c, key):
+    for part in key.split("."):
+        c = c[part]
+    return c
+
+
+@pytest.mark.parametrize("task", GLUE)
+@pytest.mark.parametrize("arg", sorted(GLUE_BEFORE))
+def test_glue_builds_what_the_per_task_file_built(task, arg):
+    """glue.py:task=<t>,<arg> == the old experiments/finetune/<t>.py:<arg>, field by field
+    (the old files were cola.py's config with finetune.dataset='glue/<t>')."""
+    spec = f"task={task}" + ("" if arg == "None" else "," + arg)
+    got = config_lib.load_config(os.path.join(ROOT, "experiments/finetune/glue.py:" + spec))
+    assert got.finetune.dataset == f"glue/{task}"
+    want = json.loads(json.dumps(GLUE_BEFORE[arg]))
+    want["finetune"]["dataset"] = f"glue/{task}"
+    assert got.to_dict() == want
+    if arg == "None":
+        assert {k: _field(got, k) for k in GLUE_DEFAULTS} == GLUE_DEFAULTS

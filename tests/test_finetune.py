@@ -126,7 +126,7 @@ def test_eval_scores_every_split_from_the_predictions(tmp_path):
     from ssl_jax.train.sharding import Parallel
     from ssl_jax.train.step import make_eval_step
 
-    config = ft_config("mnli.py:variant=tiny,steps=2",
+    config = ft_config("glue.py:task=mnli,variant=tiny,steps=2",
                        **{"finetune.path": os.path.join(FIXTURES, "glue", "MNLI"),
                           "batch_size": "4"})
     task = FinetuneTask(config, str(tmp_path))
@@ -167,7 +167,8 @@ def test_bad_finetune_input_fails_before_training(arg, fields, message, tmp_path
 
     if "path=" not in arg:
         arg += ",path=" + os.path.join(FIXTURES, "glue", "MRPC")
-    code = launch.main(["--config", os.path.join(ROOT, "experiments/finetune/mrpc.py:" + arg),
+    code = launch.main(["--config",
+                        os.path.join(ROOT, "experiments/finetune/glue.py:task=mrpc," + arg),
                         "--workdir", str(tmp_path / "run"), "--no-progress"]
                        + [f"--config.{k}={v}" for k, v in fields.items()])
     err = capsys.readouterr().err

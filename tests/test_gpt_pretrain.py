@@ -121,22 +121,6 @@ def test_fewshot_and_summarize_commands(gpt_run):
     assert result["scores"]["lead-3"]["rouge1"] > 0.2  # lead-3 shares words with highlights
 
 
-def test_sweep_covers_the_gpt_ablations():
-    module = config_lib.load_module(os.path.join(ROOT, "experiments/gpt/pretrain.py"))
-    points = module.get_sweep("gpt-tiny,steps=50")
-    assert {"size=gpt-tiny", "size=gpt-mini", "ln=post", "ln=pre", "attention=sparse",
-            "seq_len=64", "seq_len=128", "seq_len=256"} <= set(points)
-    build = lambda name: config_lib.build_config(module, points[name])
-    assert build("ln=post").model.pre_ln is False and build("ln=pre").model.pre_ln is True
-    assert build("attention=sparse").model.sparse_attention is True
-    assert build("seq_len=256").max_seq_len == 256 and build("seq_len=256").num_train_steps == 50
-    assert build("size=gpt-mini").model.hidden_size == 256
-    gpt1 = config_lib.build_config(module, "gpt1")
-    assert (gpt1.model.pre_ln, gpt1.model.max_len, gpt1.model.num_layers) == (False, 512, 12)
-    big = config_lib.build_config(module, "gpt3-175b")
-    assert (big.model.num_layers, big.model.hidden_size, big.model.max_len) == (96, 12288, 2048)
-
-
 @pytest.mark.parametrize("arg,fields,message", [
     ("gpt-tiny,seq_len=1024", {}, "max_seq_len=1024 exceeds the model's context (model.max_len=512)"),
     ("gpt-tiny,ln=mid", {}, "ln='mid'; expected 'pre' or 'post'"),

@@ -16,7 +16,7 @@ from tests.test_finetune import FIXTURES, ft_config
 
 FIELDS = {"num_train_steps": 3, "model.dropout_rate": 0.0, "model.attention_dropout_rate": 0.0,
           "eval_every_steps": 3, "checkpoint_every_steps": 3}
-FINETUNE = ("mrpc.py:variant=tiny,steps=3",
+FINETUNE = ("glue.py:task=mrpc,variant=tiny,steps=3",
             {"finetune.path": os.path.join(FIXTURES, "glue", "MRPC"), "eval_every_steps": 3,
              "finetune.classifier_dropout": 0.0})  # pmap draws dropout per device
 COMPARED = ("eval_loss", "eval_accuracy", "eval_f1")

@@ -13,15 +13,16 @@ arg: a size (tiny mini small medium base large) and key=value ablations:
   steps, batch, seq_len, lr, corpus, files   the usual run knobs
 """
 from experiments import common
+from ssl_jax.config import Args, optional
 
-DEFAULTS = dict(variant="mini", mask_rate=0.15, mask_mix="80-10-10", nsp=True, wwm=False,
-                masking="static", dupe_factor=10, steps=10000, batch=32, seq_len=128,
-                lr=1e-4, corpus="embedded", files=None)
+ARGS = Args(bare="variant", variant="mini", mask_rate=0.15, mask_mix="80-10-10", nsp=True,
+            wwm=False, masking="static", dupe_factor=10, steps=10000, batch=32, seq_len=128,
+            lr=1e-4, corpus="embedded", files=optional(str))
 
 
 def _mix(mix: str) -> tuple[float, float]:
     try:
-        mask, random, kept = (float(x) / 100 for x in str(mix).split("-"))
+        mask, random, kept = (float(x) / 100 for x in mix.split("-"))
     except ValueError:
         raise ValueError(f"mask_mix={mix!r}; expected three percentages like '80-10-10'") from None
     if abs(mask + random + kept - 1.0) > 1e-6:
@@ -30,27 +31,25 @@ def _mix(mix: str) -> tuple[float, float]:
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     mask_prob, random_prob = _mix(a["mask_mix"])
     data = common.text_data(a["corpus"])
-    data.update(dict(nsp=bool(a["nsp"]), mask_rate=float(a["mask_rate"]),
-                     mask_token_prob=mask_prob, random_token_prob=random_prob,
-                     whole_word_masking=bool(a["wwm"]), masking=a["masking"],
-                     dupe_factor=int(a["dupe_factor"]), short_seq_prob=0.1,
+    data.update(dict(nsp=a["nsp"], mask_rate=a["mask_rate"], mask_token_prob=mask_prob,
+                     random_token_prob=random_prob, whole_word_masking=a["wwm"],
+                     masking=a["masking"], dupe_factor=a["dupe_factor"], short_seq_prob=0.1,
                      random_next_prob=0.5))
     data.max_predictions_per_seq = None  # ceil(mask_rate * max_seq_len)
     if a["files"]:
         data.files = a["files"]
-    steps = int(a["steps"])
     return common.training(
         task="bert_pretrain", model=common.bert_model(a["variant"]), data=data,
-        batch_size=int(a["batch"]), max_seq_len=int(a["seq_len"]), num_train_steps=steps,
-        log_every_steps=max(1, min(50, steps // 20)), eval_every_steps=max(1, steps // 5),
-        checkpoint_every_steps=max(1, steps // 5),
-        optimizer=dict(name="adamw", learning_rate=float(a["lr"]), end_learning_rate=0.0,
+        batch_size=a["batch"], max_seq_len=a["seq_len"], num_train_steps=a["steps"],
+        optimizer=dict(name="adamw", learning_rate=a["lr"], end_learning_rate=0.0,
                        warmup_steps=0.1, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
                        weight_decay=0.01, grad_clip_norm=1.0))
 
+
+derived_fields = common.step_intervals
 
 # BERT paper Table 8 rows (MASK/SAME/RND) as [MASK]-random-kept, plus sizes and NSP.
 MASK_MIXES = ("80-10-10", "100-0-0", "80-20-0", "80-0-20", "0-80-20", "0-100-0")
@@ -58,20 +57,14 @@ MASK_RATES = (0.10, 0.15, 0.20, 0.40)
 SIZES = ("tiny", "mini", "small", "medium")
 
 
-def get_sweep(arg: str | None = None) -> dict[str, str]:
-    """name -> config arg. The base arg (e.g. 'tiny,steps=300') applies to every point."""
-    base = common.parse_arg(arg, DEFAULTS)
-    prefix = (arg or "").split(",")
-    prefix = ",".join(p for p in prefix if p and "=" in p and not p.startswith(
-        ("mask_rate=", "mask_mix=", "nsp=")))
-    size = base["variant"]
-    join = lambda *parts: ",".join(p for p in parts if p)
-    points = {}
-    for rate in MASK_RATES:
-        points[f"mask_rate={rate:.2f}"] = join(size, prefix, f"mask_rate={rate}")
+def get_sweep() -> dict[str, dict]:
+    """name -> overrides of the base config (the arg, e.g. 'tiny,steps=300'): mask rates,
+    mask mixes (the two data fields a mix sets), NSP off, sizes (the model's size fields)."""
+    points = {f"mask_rate={rate:.2f}": {"data.mask_rate": rate} for rate in MASK_RATES}
     for mix in MASK_MIXES:
-        points[f"mask_mix={mix}"] = join(size, prefix, f"mask_mix={mix}")
-    points["nsp=False"] = join(size, prefix, "nsp=False")
-    for s in SIZES:
-        points[f"size={s}"] = join(s, prefix)
+        mask_prob, random_prob = _mix(mix)
+        points[f"mask_mix={mix}"] = {"data.mask_token_prob": mask_prob,
+                                     "data.random_token_prob": random_prob}
+    points["nsp=False"] = {"data.nsp": False}
+    points.update({f"size={s}": common.bert_size(s) for s in SIZES})
     return points

@@ -10,44 +10,58 @@ arg keys (a bare word is `init`):
   freeze_embeddings, freeze_layers, linear_probe, layer_decay, pooling
 get_sweep: the paper's learning rates 5e-5, 4e-5, 3e-5, 2e-5 (batch 32, 3 epochs); the sweep
 table names the best point by the task's dev metric.
+derived_fields: with epochs, the task evaluates and checkpoints once per epoch; with steps
+(the arg, or --config.num_train_steps, which then replaces epochs) 3 times per run.
 """
 from experiments import common
+from ssl_jax.config import Args, optional
 
-DEFAULTS = dict(variant="base", init="", path=None, data_dir=None, lr=2e-5, batch=32,
-                epochs=3.0, steps=0, seq_len=128, seed=0, random_init=False,
-                freeze_embeddings=False, freeze_layers=0, linear_probe=False, layer_decay=1.0,
-                pooling="pooler")
+ARGS = Args(bare="init", variant="base", init="", path=optional(str), data_dir=optional(str),
+            lr=2e-5, batch=32, epochs=3.0, steps=0, seq_len=128, seed=0, random_init=False,
+            freeze_embeddings=False, freeze_layers=0, linear_probe=False, layer_decay=1.0,
+            pooling="pooler")
 LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
 
 
-def config(dataset: str, arg: str | None, **defaults):
-    a = dict(DEFAULTS, **defaults)
-    parts = [p for p in (arg or "").split(",") if p.strip()]
-    parts = [p if "=" in p else f"init={p}" for p in parts]
-    a = common.parse_arg(",".join(parts), a)
-    steps = int(a["steps"])
-    c = common.finetune(dataset, model=common.bert_model(a["variant"]),
-                        batch_size=int(a["batch"]), max_seq_len=int(a["seq_len"]),
-                        num_train_epochs=0.0 if steps else float(a["epochs"]),
-                        num_train_steps=steps or 1, seed=int(a["seed"]))
-    c.optimizer.learning_rate = float(a["lr"])
+def config(dataset: str, a: dict):
+    """The fine-tuning run of `dataset` from parsed args `a` (ARGS, or a task's ARGS.updated)."""
+    steps = a["steps"]
+    c = common.finetune(dataset, model=common.bert_model(a["variant"]), batch_size=a["batch"],
+                        max_seq_len=a["seq_len"], num_train_epochs=0.0 if steps else a["epochs"],
+                        num_train_steps=steps or 1, seed=a["seed"])
+    c.optimizer.learning_rate = a["lr"]
     ft = c.finetune
-    ft.init = str(a["init"] or "")
+    for key in ("init", "random_init", "freeze_embeddings", "linear_probe", "freeze_layers",
+                "layer_decay", "pooling"):
+        ft[key] = a[key]
     for key in ("path", "data_dir"):
         if a[key]:
-            ft[key] = str(a[key])
-    for key in ("random_init", "freeze_embeddings", "linear_probe"):
-        ft[key] = bool(a[key])
-    ft.freeze_layers = int(a["freeze_layers"])
-    ft.layer_decay = float(a["layer_decay"])
-    ft.pooling = str(a["pooling"])
-    if steps:
-        c.eval_every_steps = c.checkpoint_every_steps = max(1, steps // 3)
+            ft[key] = a[key]
     return c
 
 
-def sweep(arg: str | None) -> dict[str, str]:
-    """name -> config arg: the base arg with each of the paper's learning rates."""
-    base = ",".join(p for p in (arg or "").split(",") if p.strip() and not p.startswith("lr="))
-    return {f"lr={lr:g}": ",".join(p for p in (base, f"lr={lr:g}") if p)
-            for lr in LEARNING_RATES}
+def derived_fields(c, explicit=frozenset()) -> dict:
+    """An explicit num_train_steps replaces epochs; with epochs > 0 the task sets the eval and
+    checkpoint intervals to one epoch (these are placeholders), so overriding them is an error;
+    with steps, 3 evaluations and checkpoints per run."""
+    out = {}
+    epochs = c.num_train_epochs
+    if "num_train_steps" in explicit:
+        if "num_train_epochs" in explicit and epochs > 0:
+            raise ValueError(f"num_train_steps and num_train_epochs={epochs} are both set; set "
+                             f"num_train_epochs=0 to count steps")
+        epochs = out["num_train_epochs"] = 0.0
+    if epochs > 0:
+        fixed = sorted(explicit & {"eval_every_steps", "checkpoint_every_steps"})
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot be set with num_train_epochs={epochs} "
+                             f"(the run evaluates and checkpoints once per epoch); set "
+                             f"num_train_epochs=0 and num_train_steps to count steps")
+        return dict(out, eval_every_steps=1000, checkpoint_every_steps=1000)
+    every = max(1, c.num_train_steps // 3)
+    return dict(out, eval_every_steps=every, checkpoint_every_steps=every)
+
+
+def sweep() -> dict[str, dict]:
+    """name -> overrides: each of the paper's learning rates."""
+    return {f"lr={lr:g}": {"optimizer.learning_rate": lr} for lr in LEARNING_RATES}

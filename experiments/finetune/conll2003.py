@@ -8,18 +8,14 @@ prepared TFDS conll2003 is read. See experiments/finetune/common.py for the othe
 """
 from experiments.finetune import common
 
-
-def _split(arg):
-    parts = [p for p in (arg or "").split(",") if p.strip()]
-    column = next((p.split("=", 1)[1] for p in parts if p.startswith("column=")), "ner")
-    return column, ",".join(p for p in parts if not p.startswith("column="))
+ARGS = common.ARGS.updated(column="ner")
+derived_fields = common.derived_fields
 
 
 def get_config(arg=None):
-    column, rest = _split(arg)
-    return common.config(f"conll2003/{column}", rest)
+    a = ARGS.parse(arg)
+    return common.config(f"conll2003/{a['column']}", a)
 
 
-def get_sweep(arg=None):
-    column, rest = _split(arg)
-    return {name: f"column={column}," + point for name, point in common.sweep(rest).items()}
+def get_sweep():
+    return common.sweep()

@@ -9,24 +9,24 @@ decay). Extra arg: num_documents. See experiments/finetune/common.py for the oth
 """
 from experiments.finetune import common
 
-
-def _split(arg):
-    parts = [p for p in (arg or "").split(",") if p.strip()]
-    docs = next((int(p.split("=", 1)[1]) for p in parts if p.startswith("num_documents=")), 8)
-    return docs, ",".join(p for p in parts if not p.startswith("num_documents="))
+ARGS = common.ARGS.updated(variant="mini", seq_len=64, steps=120, lr=3e-4, num_documents=8)
 
 
 def get_config(arg=None):
-    docs, rest = _split(arg)
-    c = common.config("embedded/passage_source", rest, variant="mini", seq_len=64, steps=120,
-                      lr=3e-4)
-    c.finetune.num_documents = docs
-    c.log_every_steps = 10
-    c.eval_every_steps = max(1, c.num_train_steps // 5)
-    c.checkpoint_every_steps = c.num_train_steps
+    a = ARGS.parse(arg)
+    c = common.config("embedded/passage_source", a)
+    c.finetune.num_documents = a["num_documents"]
     return c
 
 
-def get_sweep(arg=None):
-    docs, rest = _split(arg)
-    return {name: f"num_documents={docs}," + point for name, point in common.sweep(rest).items()}
+def derived_fields(c, explicit=frozenset()) -> dict:
+    """common.derived_fields; with steps, 5 evaluations and one checkpoint at the end."""
+    out = common.derived_fields(c, explicit)
+    if out.get("num_train_epochs", c.num_train_epochs) == 0:
+        out.update(eval_every_steps=max(1, c.num_train_steps // 5),
+                   checkpoint_every_steps=c.num_train_steps)
+    return out
+
+
+def get_sweep():
+    return common.sweep()

@@ -10,19 +10,14 @@ GLUE rates. See experiments/finetune/common.py for the other args.
 """
 from experiments.finetune import common
 
-
-def _split(arg):
-    parts = [p for p in (arg or "").split(",") if p.strip()]
-    version = next((p.split("=", 1)[1] for p in parts if p.startswith("version=")), "v1.1")
-    return version, ",".join(p for p in parts if not p.startswith("version="))
+ARGS = common.ARGS.updated(version="v1.1", seq_len=384)
+derived_fields = common.derived_fields
 
 
 def get_config(arg=None):
-    version, rest = _split(arg)
-    c = common.config(f"squad/{version}", rest, seq_len=384)
-    return c
+    a = ARGS.parse(arg)
+    return common.config(f"squad/{a['version']}", a)
 
 
-def get_sweep(arg=None):
-    version, rest = _split(arg)
-    return {name: f"version={version}," + point for name, point in common.sweep(rest).items()}
+def get_sweep():
+    return common.sweep()

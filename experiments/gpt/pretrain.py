@@ -17,14 +17,15 @@ arg: a size (gpt-tiny gpt-mini gpt1 gpt2-small ... gpt3-175b) and key=value abla
   steps, batch, lr, corpus, files, dropout   the usual run knobs
 """
 from experiments import common
+from ssl_jax.config import Args, optional
 
-DEFAULTS = dict(variant="gpt-mini", ln=None, attention="dense", window=32, seq_len=128,
-                mask_docs=False, tokenizer="bpe", vocab=8192, steps=400, batch=16, lr=1e-3,
-                corpus="embedded", files=None, dropout=0.1)
+ARGS = Args(bare="variant", variant="gpt-mini", ln=optional(str), attention="dense", window=32,
+            seq_len=128, mask_docs=False, tokenizer="bpe", vocab=8192, steps=400, batch=16,
+            lr=1e-3, corpus="embedded", files=optional(str), dropout=0.1)
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     model = common.gpt_model(a["variant"])
     if a["ln"] is not None:
         if a["ln"] not in ("pre", "post"):
@@ -33,48 +34,40 @@ def get_config(arg: str | None = None):
     if a["attention"] not in ("dense", "sparse"):
         raise ValueError(f"attention={a['attention']!r}; expected 'dense' or 'sparse'")
     model.sparse_attention = a["attention"] == "sparse"
-    model.attention_window = int(a["window"])
-    model.dropout_rate = model.attention_dropout_rate = float(a["dropout"])
+    model.attention_window = a["window"]
+    model.dropout_rate = model.attention_dropout_rate = a["dropout"]
     data = common.text_data(a["corpus"])
     del data["lowercase"]  # byte-level BPE keeps case
-    data.tokenizer_path = None if a["tokenizer"] == "bpe" else str(a["tokenizer"])
-    data.vocab_size = int(a["vocab"])
-    data.mask_documents = bool(a["mask_docs"])
+    data.tokenizer_path = None if a["tokenizer"] == "bpe" else a["tokenizer"]
+    data.vocab_size = a["vocab"]
+    data.mask_documents = a["mask_docs"]
     if a["files"]:
         data.files = a["files"]
-    steps = int(a["steps"])
     config = common.training(
-        task="gpt_pretrain", model=model, data=data, batch_size=int(a["batch"]),
-        max_seq_len=int(a["seq_len"]), num_train_steps=steps,
-        log_every_steps=max(1, min(50, steps // 20)), eval_every_steps=max(1, steps // 5),
-        checkpoint_every_steps=max(1, steps // 5),
+        task="gpt_pretrain", model=model, data=data, batch_size=a["batch"],
+        max_seq_len=a["seq_len"], num_train_steps=a["steps"],
         # GPT-2/3: Adam(0.9, 0.95), weight decay 0.1, cosine decay to 10%, clip 1.0
-        optimizer=dict(name="adamw", learning_rate=float(a["lr"]),
-                       end_learning_rate=float(a["lr"]) / 10, warmup_steps=0.05,
-                       decay="cosine", b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-                       grad_clip_norm=1.0))
+        optimizer=dict(name="adamw", learning_rate=a["lr"], end_learning_rate=a["lr"] / 10,
+                       warmup_steps=0.05, decay="cosine", b1=0.9, b2=0.95, eps=1e-8,
+                       weight_decay=0.1, grad_clip_norm=1.0))
     # python -m ssl_jax.eval.fewshot --workdir DIR reads these (GPT-3's K = 0, 1, few)
     config.fewshot = dict(tasks=["arithmetic_2d+", "arithmetic_2d-", "cl", "a1", "rw"],
                           shots=[0, 1, 4], num_examples=50, seed=0)
     return config
 
 
+derived_fields = common.step_intervals
+
 SIZES = ("gpt-tiny", "gpt-mini")
 CONTEXTS = (64, 128, 256)
 
 
-def get_sweep(arg: str | None = None) -> dict[str, str]:
-    """name -> config arg: size; post-LN vs pre-LN; dense vs sparse; context length. The
-    base arg (e.g. 'gpt-tiny,steps=300') applies to every point."""
-    base = common.parse_arg(arg, DEFAULTS)
-    fixed = ",".join(p for p in (arg or "").split(",") if "=" in p and not p.startswith(
-        ("ln=", "attention=", "seq_len=")))
-    join = lambda *parts: ",".join(p for p in parts if p)
-    size = base["variant"]
-    points = {f"size={s}": join(s, fixed) for s in SIZES}
-    points["ln=post"] = join(size, fixed, "ln=post")
-    points["ln=pre"] = join(size, fixed, "ln=pre")
-    points["attention=sparse"] = join(size, fixed, "attention=sparse")
-    for n in CONTEXTS:
-        points[f"seq_len={n}"] = join(size, fixed, f"seq_len={n}")
+def get_sweep() -> dict[str, dict]:
+    """name -> overrides of the base config (the arg, e.g. 'gpt-tiny,steps=300'): size (the
+    model's size fields); post-LN vs pre-LN; dense vs sparse; context length."""
+    points = {f"size={s}": common.gpt_size(s) for s in SIZES}
+    points["ln=post"] = {"model.pre_ln": False}
+    points["ln=pre"] = {"model.pre_ln": True}
+    points["attention=sparse"] = {"model.sparse_attention": True}
+    points.update({f"seq_len={n}": {"max_seq_len": n} for n in CONTEXTS})
     return points

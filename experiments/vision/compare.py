@@ -15,33 +15,32 @@ finetune_steps (100).
 import importlib
 
 from experiments import common
+from ssl_jax.config import Args
 from ssl_jax.tasks import tasks_of
 
 # every vision pretext of the task table, by its config's name, with its step budget
 PRETEXTS = {e.name: e for e in tasks_of("vision_pretext").values()}
 STEPS = {name: e.compare_steps for name, e in PRETEXTS.items()}
-DEFAULTS = dict(pretext="jigsaw", random_init=False, steps=0, probe_labels=0,
-                finetune_steps=100)
+ARGS = Args(pretext="jigsaw", random_init=False, steps=0, probe_labels=0, finetune_steps=100)
+derived_fields = common.step_intervals
 
 
 def get_config(arg=None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     if a["pretext"] not in PRETEXTS:
         raise ValueError(f"pretext={a['pretext']!r}; expected one of {sorted(PRETEXTS)}")
-    steps = 0 if a["random_init"] else int(a["steps"]) or STEPS[a["pretext"]]
+    steps = 0 if a["random_init"] else a["steps"] or STEPS[a["pretext"]]
     module = importlib.import_module(PRETEXTS[a["pretext"]].config[:-3].replace("/", "."))
     return module.get_config(
-        f"steps={steps},probe_labels={int(a['probe_labels'])},"
-        f"finetune_steps={int(a['finetune_steps'])}")
+        f"steps={steps},probe_labels={a['probe_labels']},finetune_steps={a['finetune_steps']}")
 
 
-def get_sweep(arg=None):
-    extra = ",".join(p for p in (arg or "").split(",")
-                     if p.strip() and not p.startswith(("pretext=", "random_init=")))
+def get_sweep():
+    """name -> the config args (":key") of each pretext and its random-init encoder: a pretext
+    is a whole config, not fields of one."""
     points = {}
     for name in PRETEXTS:
         for random_init in (False, True):
             point = f"{name}_random_init" if random_init else name
-            points[point] = ",".join(filter(None, (f"pretext={name}",
-                                                   f"random_init={random_init}", extra)))
+            points[point] = {":pretext": name, ":random_init": random_init}
     return points

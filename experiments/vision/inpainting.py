@@ -17,26 +17,31 @@ get_sweep: the paper's mask-shape ablation (central, random blocks, random regio
 adversarial term.
 """
 from experiments import common
+from ssl_jax.config import Args
 
-DEFAULTS = dict(encoder="convnet", variant="vit-tiny", mask="central", coverage=0.25, block=8,
-                overlap=1, adversarial=0.0, steps=600, batch=64, lr=1e-3, source="digits",
-                image_size=32, **common.PROBE_ARGS)
+ARGS = Args(bare="variant", encoder="convnet", variant="vit-tiny", mask="central",
+            coverage=0.25, block=8, overlap=1, adversarial=0.0, steps=600, batch=64, lr=1e-3,
+            source="digits", image_size=32, **common.PROBE_ARGS)
+derived_fields = common.step_intervals
 
 
 def get_config(arg=None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     model = common.image_model(a["encoder"], a["variant"])
-    size = int(a["image_size"])
+    size = a["image_size"]
     return common.vision_pretext(
         "inpaint", a, model, size * size,
-        pretext=dict(mask=a["mask"], coverage=float(a["coverage"]), block=int(a["block"]),
-                     overlap=int(a["overlap"]), overlap_weight=10.0,
-                     adversarial_weight=float(a["adversarial"]), decoder_channels=[32, 16]),
-        optimizer=dict(name="adamw", learning_rate=float(a["lr"]), end_learning_rate=0.0,
+        pretext=dict(mask=a["mask"], coverage=a["coverage"], block=a["block"],
+                     overlap=a["overlap"], overlap_weight=10.0,
+                     adversarial_weight=a["adversarial"], decoder_channels=[32, 16]),
+        optimizer=dict(name="adamw", learning_rate=a["lr"], end_learning_rate=0.0,
                        warmup_steps=0.05, decay="cosine", b1=0.5, b2=0.999, eps=1e-8,
                        weight_decay=1e-4, grad_clip_norm=1.0))
 
 
-def get_sweep(arg=None):
-    return common.sweep_of(arg, "mask", ("central", "random_blocks", "random_region"),
-                           {"adversarial=0.001": "adversarial=0.001"})
+def get_sweep():
+    """name -> overrides: the mask shapes and the adversarial term."""
+    points = {f"mask={m}": {"pretext.mask": m}
+              for m in ("central", "random_blocks", "random_region")}
+    points["adversarial=0.001"] = {"pretext.adversarial_weight": 0.001}
+    return points

@@ -15,29 +15,32 @@ get_sweep: the paper's ablations: the number of permutations (10, 100, 1000) and
 shortcut guards (no gap, no jitter, no colour jitter).
 """
 from experiments import common
+from ssl_jax.config import Args
 
-DEFAULTS = dict(encoder="convnet", variant="vit-tiny", permutations=100, gap=-1, jitter=True,
-                color_jitter=0.4, grayscale=0.3, steps=600, batch=64, lr=1e-3,
-                source="digits", image_size=36, **common.PROBE_ARGS)
+ARGS = Args(bare="variant", encoder="convnet", variant="vit-tiny", permutations=100, gap=-1,
+            jitter=True, color_jitter=0.4, grayscale=0.3, steps=600, batch=64, lr=1e-3,
+            source="digits", image_size=36, **common.PROBE_ARGS)
+derived_fields = common.step_intervals
 
 
 def get_config(arg=None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     model = common.image_model(a["encoder"], a["variant"])
     if a["encoder"] == "vit":
         model.patch_size = 2  # a 10-pixel tile: 5 x 5 patches
     return common.vision_pretext(
         "jigsaw", a, model, 9,
-        pretext=dict(grid=3, num_permutations=int(a["permutations"]), permutation_seed=0,
-                     gap=int(a["gap"]), jitter=bool(a["jitter"]),
-                     color_jitter=float(a["color_jitter"]), grayscale_prob=float(a["grayscale"]),
-                     tile_features=256, hidden=512),
-        optimizer=dict(name="adamw", learning_rate=float(a["lr"]), end_learning_rate=0.0,
+        pretext=dict(grid=3, num_permutations=a["permutations"], permutation_seed=0,
+                     gap=a["gap"], jitter=a["jitter"], color_jitter=a["color_jitter"],
+                     grayscale_prob=a["grayscale"], tile_features=256, hidden=512),
+        optimizer=dict(name="adamw", learning_rate=a["lr"], end_learning_rate=0.0,
                        warmup_steps=0.05, decay="cosine", b1=0.9, b2=0.999, eps=1e-8,
                        weight_decay=1e-4, grad_clip_norm=1.0))
 
 
-def get_sweep(arg=None):
-    return common.sweep_of(arg, "permutations", (10, 100, 1000),
-                           {"no_gap": "gap=0", "no_jitter": "jitter=False",
-                            "no_color_jitter": "color_jitter=0.0"})
+def get_sweep():
+    """name -> overrides: the number of permutations and the shortcut guards."""
+    points = {f"permutations={n}": {"pretext.num_permutations": n} for n in (10, 100, 1000)}
+    points.update(no_gap={"pretext.gap": 0}, no_jitter={"pretext.jitter": False},
+                  no_color_jitter={"pretext.color_jitter": 0.0})
+    return points

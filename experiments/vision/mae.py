@@ -15,28 +15,32 @@ get_sweep: the paper's mask-ratio ablation (0.5, 0.75, 0.9) and pixel targets wi
 without per-patch normalisation.
 """
 from experiments import common
+from ssl_jax.config import Args
 
-DEFAULTS = dict(variant="vit-tiny", pooling="mean", position="learned", mask_ratio=0.75,
-                norm_pix_loss=True, decoder=64, decoder_layers=2, steps=1000, batch=64, lr=1e-3,
-                source="digits", image_size=32, **common.PROBE_ARGS)
+ARGS = Args(bare="variant", variant="vit-tiny", pooling="mean", position="learned",
+            mask_ratio=0.75, norm_pix_loss=True, decoder=64, decoder_layers=2, steps=1000,
+            batch=64, lr=1e-3, source="digits", image_size=32, **common.PROBE_ARGS)
+derived_fields = common.step_intervals
 
 
 def get_config(arg=None):
-    a = common.parse_arg(arg, DEFAULTS)
+    a = ARGS.parse(arg)
     model = common.vit_model(a["variant"])
     model.pooling = a["pooling"]
     model.position = a["position"]
     return common.vision_pretext(
-        "mae", a, model, (int(a["image_size"]) // model.patch_size) ** 2,
-        pretext=dict(mask_ratio=float(a["mask_ratio"]), norm_pix_loss=bool(a["norm_pix_loss"]),
-                     decoder_hidden_size=int(a["decoder"]),
-                     decoder_layers=int(a["decoder_layers"]), decoder_heads=4),
+        "mae", a, model, (a["image_size"] // model.patch_size) ** 2,
+        pretext=dict(mask_ratio=a["mask_ratio"], norm_pix_loss=a["norm_pix_loss"],
+                     decoder_hidden_size=a["decoder"], decoder_layers=a["decoder_layers"],
+                     decoder_heads=4),
         # MAE's recipe: AdamW b2 0.95, weight decay 0.05, warm-up then cosine
-        optimizer=dict(name="adamw", learning_rate=float(a["lr"]), end_learning_rate=0.0,
+        optimizer=dict(name="adamw", learning_rate=a["lr"], end_learning_rate=0.0,
                        warmup_steps=0.05, decay="cosine", b1=0.9, b2=0.95, eps=1e-8,
                        weight_decay=0.05, grad_clip_norm=0.0))
 
 
-def get_sweep(arg=None):
-    return common.sweep_of(arg, "mask_ratio", (0.5, 0.75, 0.9),
-                           {"norm_pix_loss=False": "norm_pix_loss=False"})
+def get_sweep():
+    """name -> overrides: the mask ratios and unnormalised pixel targets."""
+    points = {f"mask_ratio={r}": {"pretext.mask_ratio": r} for r in (0.5, 0.75, 0.9)}
+    points["norm_pix_loss=False"] = {"pretext.norm_pix_loss": False}
+    return points
