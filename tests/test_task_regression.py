@@ -49,6 +49,7 @@ CASES = {
                                           ("finetune.max_query_len", "16")]),
     "jigsaw": ("jigsaw", "vision/jigsaw.py:permutations=10", CONVNET),
     "inpaint": ("inpaint", "vision/inpainting.py:image_size=16,adversarial=0.001", CONVNET),
+    "rotation": ("rotation", "vision/rotation.py:image_size=16", CONVNET),
     "mae": ("mae", "vision/mae.py:image_size=16",
             [("model.num_layers", "1"), ("model.hidden_size", "32"), ("model.num_heads", "2"),
              ("model.mlp_dim", "64"), ("data_threads", "1"), ("batch_size", "4"),
@@ -114,6 +115,13 @@ EXPECTED: dict[str, dict[str, float]] = {
         'train_grad_norm': 0.3392542600631714, 'train_learning_rate': 0.0,
         'train_loss': 0.9950880408287048, 'train_mae_loss': 0.9950880408287048,
     },
+    'rotation': {  # added with the task (issue 12), recorded then
+        'eval_rotation_accuracy': 0.25, 'eval_rotation_accuracy_count': 12.0,
+        'eval_rotation_loss': 1.4150667190551758, 'eval_rotation_loss_count': 12.0,
+        'train_grad_norm': 0.3210504353046417, 'train_learning_rate': 0.0,
+        'train_loss': 1.4114322662353516, 'train_rotation_accuracy': 0.25,
+        'train_rotation_loss': 1.4114322662353516,
+    },
 }
 
 
@@ -153,7 +161,8 @@ DATA_FIELDS = {"bert_pretrain": ("data.corpus", "no_such_corpus"),
                "gpt_pretrain": ("data.corpus", "no_such_corpus"),
                "finetune": ("finetune.path", "/no/such/dir"),
                "jigsaw": ("data.source", "no_such_images"), "inpaint": ("data.source", "none"),
-               "mae": ("data.source", "no_such_images")}
+               "mae": ("data.source", "no_such_images"),
+               "rotation": ("data.source", "no_such_images")}
 
 
 def compute_half(config, task):

@@ -48,6 +48,9 @@ TASKS: dict[str, TaskEntry] = {
                          "experiments/vision/inpainting.py", compare_steps=300, compute="Inpaint"),
     "mae": TaskEntry("ssl_jax.tasks.mae:MaeTask", "vision_pretext",
                      "experiments/vision/mae.py", compare_steps=3000, compute="Mae"),
+    "rotation": TaskEntry("ssl_jax.tasks.rotation:RotationTask", "vision_pretext",
+                          "experiments/vision/rotation.py", compare_steps=100,
+                          compute="Rotation"),
 }
 
 
