@@ -7,7 +7,8 @@
     python benchmarks/throughput.py --model gpt --layers 6 --hidden 384 --heads 6 \
         --vocab 50257 --mode generate --batch 1 --prompt-len 32 --new-tokens 128
 
---mode train times our jitted train step (AdamW, dropout 0.1; BERT: MLM gathered at
+--mode train times our jitted train step of the real task (ssl_jax.tasks' compute half of
+bert_pretrain / gpt_pretrain, no corpus read; AdamW, dropout 0.1; BERT: MLM gathered at
 ceil(0.15*seq) positions + NSP; GPT-2: next-token loss at every position) against HF
 transformers' BertForPreTraining / GPT2LMHeadModel with torch.optim.AdamW at the same sizes
 and batch. --mode generate (GPT) times greedy decoding of exactly --new-tokens tokens with a KV
@@ -157,7 +158,7 @@ def synthetic_batch(a, seed=0):
         ids = rng.integers(0, a.vocab, (B, S)).astype(np.int32)
         weights = np.broadcast_to((np.arange(S) < S - 1).astype(np.float32), (B, S)).copy()
         return {"input_ids": ids, "target_ids": np.roll(ids, -1, axis=1),
-                "target_weights": weights}
+                "target_weights": weights, "example_weight": np.ones(B, np.float32)}
     P = predictions(S)
     segment = (np.arange(S) >= S // 2).astype(np.int32)
     return {
@@ -169,6 +170,7 @@ def synthetic_batch(a, seed=0):
         "masked_ids": rng.integers(5, a.vocab, (B, P)).astype(np.int32),
         "masked_weights": np.ones((B, P), np.float32),
         "next_sentence_label": rng.integers(0, 2, B).astype(np.int32),
+        "example_weight": np.ones(B, np.float32),
     }
 
 
@@ -185,47 +187,26 @@ def gpt_config(a):
                      pre_ln=True, dropout_rate=0.1, attention_dropout_rate=0.1)
 
 
-def _bert_task(a, batch):
-    """(task for make_train_step, initial params) for BERT pre-training on `batch`."""
-    from ssl_jax.models.bert import BertConfig, BertForPreTraining
-    from ssl_jax.tasks.bert_pretrain import model_inputs, pretraining_stats
-    import jax
+def pretrain_task(a):
+    """The real pre-training task's compute half (ssl_jax.tasks: its model, loss and stats)
+    at the benchmark's sizes: its experiment config with --layers/--hidden/--heads/--seq-len
+    and --vocab tokens, built without reading any corpus."""
+    from ssl_jax import config as config_lib
+    from ssl_jax.tasks import get_compute
 
-    config = BertConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_layers=a.layers,
-                        num_heads=a.heads, mlp_dim=4 * a.hidden,
-                        max_position_embeddings=max(512, a.seq_len))
-    model = BertForPreTraining(config, deterministic=False)
-
-    class Synthetic:  # the task interface the train step needs
-        loss_terms = ("mlm_loss", "nsp_loss")
-
-        @staticmethod
-        def stats(params, batch, rng, *, train):
-            return pretraining_stats(model, params, batch, rng, train=train)
-
-    params = BertForPreTraining(config).init(jax.random.PRNGKey(0),
-                                             **model_inputs(batch))["params"]
-    return Synthetic, params
-
-
-def _gpt_task(a, batch):
-    """(task, initial params) for GPT-2 causal LM on `batch` (the gpt_pretrain task's loss)."""
-    import jax
-    from ssl_jax.models.gpt import GptLM
-    from ssl_jax.tasks.gpt_pretrain import lm_stats
-
-    config = gpt_config(a)
-    model = GptLM(config, deterministic=False)
-
-    class Synthetic:
-        loss_terms = ("lm_loss",)
-
-        @staticmethod
-        def stats(params, batch, rng, *, train):
-            return lm_stats(model, params, batch, rng, train=train, mask_documents=False)
-
-    params = GptLM(config).init(jax.random.PRNGKey(0), batch["input_ids"])["params"]
-    return Synthetic, params
+    sizes = [("model.num_layers", a.layers), ("model.hidden_size", a.hidden),
+             ("model.num_heads", a.heads), ("model.mlp_dim", 4 * a.hidden),
+             ("model.dropout_rate", 0.1), ("model.attention_dropout_rate", 0.1),
+             ("max_seq_len", a.seq_len), ("batch_size", a.batch)]
+    if a.model == "gpt":
+        spec = "experiments/gpt/pretrain.py:gpt-tiny"
+        sizes += [("model.max_len", gpt_context(a)), ("model.pre_ln", True)]
+    else:  # MLM at ceil(0.15 * seq) positions + NSP
+        spec = "experiments/bert/pretrain.py:tiny,mask_rate=0.15,nsp=True"
+        sizes += [("model.max_position_embeddings", max(512, a.seq_len))]
+    config = config_lib.load_config(os.path.join(ROOT, spec),
+                                    [(k, str(v)) for k, v in sizes])
+    return get_compute(f"{a.model}_pretrain")(config, vocab_size=a.vocab)
 
 
 def run_ours_train(a) -> dict:
@@ -236,7 +217,8 @@ def run_ours_train(a) -> dict:
     from ssl_jax.train.step import TrainState, make_train_step
 
     batch = jax.device_put(synthetic_batch(a))
-    task, params = (_gpt_task if a.model == "gpt" else _bert_task)(a, batch)
+    task = pretrain_task(a)
+    params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
     run = ml_collections.ConfigDict(dict(num_train_steps=1000, optimizer=OPTIMIZER))
     tx, schedule = make_optimizer(run)
     state = TrainState.create(apply_fn=None, params=params, tx=tx)

@@ -59,6 +59,7 @@ def test_adversarial_term_gives_each_player_its_own_gradient(tmp_path):
     assert set(params) == {"generator", "discriminator"}
     batch = {k: np.stack([e[k] for e in task.eval_examples()[:4]]) for k in ("image", "hole",
                                                                              "weights")}
+    batch["example_weight"] = np.ones(4, np.float32)  # as the loop's batches carry
 
     def objective(p):
         stats = task.stats(p, batch, None, train=True)

@@ -1,4 +1,4 @@
-"""The three image pretexts judged by transfer: each is pre-trained on the embedded digits
+"""The image pretexts judged by transfer: each is pre-trained on the embedded digits
 and its frozen encoder linearly probed on labelled digits, next to the same encoder left at
 its random initialisation (same architecture, same probe inputs, same protocol).
 
@@ -8,7 +8,7 @@ writes runs/vision/<point>/ (each run, its probe.json and pictures), sweep.csv (
 probe_accuracy, finetune_accuracy, ...), sweep.md and sweep.png (probe accuracy per point).
 Each point's encoder is also fine-tuned whole (finetune_steps, AdamW) with a fresh linear
 layer on the labelled images. arg: key=value: pretext (a vision pretext of the task table
-ssl_jax.tasks.TASKS: jigsaw | inpainting | mae), random_init (False), steps (0 = the
+ssl_jax.tasks.TASKS: jigsaw | inpainting | mae | rotation), random_init (False), steps (0 = the
 pretext's compare_steps in the table), probe_labels (labelled images per class; 0 = all),
 finetune_steps (100).
 """

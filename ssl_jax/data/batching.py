@@ -9,6 +9,13 @@ import grain
 import numpy as np
 
 
+def with_example_weight(batch: dict) -> dict:
+    """A training batch with example_weight 1 for every example (eval batches weight their
+    padding 0): every batch a task sees carries it."""
+    size = len(next(iter(batch.values())))
+    return dict(batch, example_weight=np.ones((size,), np.float32))
+
+
 def training_batches(items: Sequence, *, seed: int, batch_size: int, process_index: int = 0,
                      process_count: int = 1,
                      random_map: Callable[[object, np.random.Generator], dict] | None = None,

@@ -1,4 +1,5 @@
-"""Softmax cross-entropy over a tied output layer, chunked over tokens.
+"""Losses as (sum, count) stats: classification (cross-entropy and top-1 accuracy), and
+softmax cross-entropy over a tied output layer, chunked over tokens.
 
 For a large vocabulary the output layer dominates a small decoder (GPT-2's 50,257 x 384
 logits are ~60% of the FLOPs at 6 layers). Computing it per chunk of tokens, with one exp
@@ -14,6 +15,20 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+def classification_stats(logits: Array, labels: Array, weight: Array, *, loss: str,
+                         accuracy: str) -> dict[str, tuple[Array, Array]]:
+    """logits [..., classes], integer labels [...], weight [...] (0: not counted) ->
+    {loss: (weighted cross-entropy sum, weight sum), accuracy: (weighted top-1 hits, weight
+    sum)}, in float32: the stats of every softmax classifier (NSP, MLM at its gathered
+    positions, fine-tuning heads, pretext labels)."""
+    logits = logits.astype(jnp.float32)
+    weight = weight.astype(jnp.float32)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
+    hits = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    count = jnp.sum(weight)
+    return {loss: (jnp.sum(nll * weight), count), accuracy: (jnp.sum(hits * weight), count)}
 
 
 def _chunked(x: Array, chunk: int) -> Array:

@@ -4,14 +4,13 @@ from __future__ import annotations
 import math
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data import corpora, pretraining, tokenizer
 from ssl_jax.eval.baselines import unigram_mlm_loss
 from ssl_jax.models.bert import BertForPreTraining, bert_config, check_model_sizes
-from ssl_jax.tasks.base import Task
+from ssl_jax.models.losses import classification_stats
+from ssl_jax.tasks.base import LoadedTask, Task
 
 
 def check_sizes(config) -> None:
@@ -41,85 +40,24 @@ def model_inputs(batch: dict) -> dict:
             "input_mask": batch["input_mask"], "masked_positions": batch["masked_positions"]}
 
 
-def pretraining_stats(model: BertForPreTraining, params, batch, rng, *, train: bool,
-                      nsp: bool = True):
-    """MLM loss/accuracy over the gathered masked positions (weighted by masked_weights) and
-    NSP loss/accuracy (weighted by example_weight), each as (sum, count)."""
-    mlm_logits, nsp_logits = model.apply({"params": params}, **model_inputs(batch),
-                                         rngs={"dropout": rng} if train else {})
-    # mlm_logits [batch, P, vocab] float32; nsp_logits [batch, 2]
-    weights = batch["masked_weights"]
-    log_probs = jax.nn.log_softmax(mlm_logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probs, batch["masked_ids"][..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(mlm_logits, -1) == batch["masked_ids"]).astype(jnp.float32)
-    stats = {"mlm_loss": (jnp.sum(nll * weights), jnp.sum(weights)),
-             "mlm_accuracy": (jnp.sum(correct * weights), jnp.sum(weights))}
-    if nsp:
-        example_weight = batch.get("example_weight", jnp.ones(nsp_logits.shape[:1], jnp.float32))
-        labels = batch["next_sentence_label"]
-        nsp_nll = -jnp.take_along_axis(jax.nn.log_softmax(nsp_logits), labels[:, None],
-                                       axis=-1)[:, 0]
-        nsp_correct = (jnp.argmax(nsp_logits, -1) == labels).astype(jnp.float32)
-        stats["nsp_loss"] = (jnp.sum(nsp_nll * example_weight), jnp.sum(example_weight))
-        stats["nsp_accuracy"] = (jnp.sum(nsp_correct * example_weight), jnp.sum(example_weight))
-    return stats
+class BertPretrain(Task):
+    """MLM (gathered at the masked positions) + NSP, from the config and the vocabulary size."""
 
-
-class BertPretrainTask(Task):
-    def __init__(self, config, workdir: str, tokenizer_dir: str | None = None):
-        super().__init__(config, workdir)
+    @classmethod
+    def check(cls, config) -> None:
         check_sizes(config)
-        data = config.data
-        self.spec = pretraining.masking_spec(data, config.max_seq_len)
-        if self.spec.max_predictions > config.max_seq_len:
-            raise ValueError(f"data.max_predictions_per_seq={self.spec.max_predictions} exceeds "
+        spec = pretraining.masking_spec(config.data, config.max_seq_len)
+        if spec.max_predictions > config.max_seq_len:
+            raise ValueError(f"data.max_predictions_per_seq={spec.max_predictions} exceeds "
                              f"max_seq_len={config.max_seq_len}")
-        self.nsp = bool(data.nsp)
+
+    def __init__(self, config, *, vocab_size: int):
+        super().__init__(config)
+        self.spec = pretraining.masking_spec(config.data, config.max_seq_len)
+        self.nsp = bool(config.data.nsp)
         self.loss_terms = ("mlm_loss", "nsp_loss") if self.nsp else ("mlm_loss",)
+        self.model_config = bert_config(config.model, vocab_size)
 
-        train_docs = corpora.load_documents(data, "train")
-        eval_docs = corpora.load_documents(data, "validation")
-        n_sentences = sum(len(d) for d in train_docs)
-        if n_sentences == 0:
-            raise ValueError(f"corpus {data.corpus!r} is empty: its train split has no text "
-                             f"({len(train_docs)} documents)")
-        if self.nsp and len(train_docs) < 2:
-            raise ValueError(f"corpus {data.corpus!r} has {len(train_docs)} training document(s);"
-                             " next-sentence prediction needs at least 2 (or set data.nsp=False)")
-        self.wordpiece = tokenizer.load_or_train(
-            data, tokenizer_dir or os.path.join(workdir, "tokenizer"),
-            lambda: (s for d in train_docs for s in d), corpora.corpus_id(data),
-            data.get("data_dir") or corpora.default_data_dir())
-        self.model_config = bert_config(config.model, self.wordpiece.vocab_size)
-
-        rng = np.random.default_rng(config.seed)
-        train_tokens = self._tokenize(train_docs)
-        self.train_instances = []
-        for _ in range(data.dupe_factor):
-            self.train_instances += pretraining.create_instances(
-                train_tokens, self.wordpiece, config.max_seq_len, data.short_seq_prob,
-                self.nsp, rng, data.random_next_prob)
-        if not self.train_instances:
-            raise ValueError(f"corpus {data.corpus!r} yields no training sequence")
-        self.eval_instances = pretraining.create_instances(
-            self._tokenize(eval_docs), self.wordpiece, config.max_seq_len,
-            data.short_seq_prob, self.nsp, np.random.default_rng(config.seed + 7),
-            data.random_next_prob)
-        self._eval_examples = None
-        self.corpus = {"train": corpora.corpus_stats(train_docs),
-                       "validation": corpora.corpus_stats(eval_docs)}
-
-    def _tokenize(self, documents):
-        flat = self.wordpiece.encode_batch([s for d in documents for s in d])
-        out, i = [], 0
-        for d in documents:
-            sentences = [t for t in flat[i:i + len(d)] if len(t)]
-            i += len(d)
-            if sentences:
-                out.append(sentences)
-        return out
-
-    # --- model -----------------------------------------------------------------------------
     def build_model(self, *, train: bool) -> BertForPreTraining:
         return BertForPreTraining(self.model_config, deterministic=not train)
 
@@ -131,12 +69,79 @@ class BertPretrainTask(Task):
                 "masked_positions": np.zeros((batch_size, P), np.int32),
                 "masked_ids": np.zeros((batch_size, P), np.int32),
                 "masked_weights": np.zeros((batch_size, P), np.float32),
-                "next_sentence_label": np.zeros((batch_size,), np.int32)}
+                "next_sentence_label": np.zeros((batch_size,), np.int32),
+                "example_weight": np.ones((batch_size,), np.float32)}
 
     def model_inputs(self, batch: dict) -> dict:
         return model_inputs(batch)
 
-    # --- data ------------------------------------------------------------------------------
+    def stats(self, params, batch, rng, *, train: bool):
+        """MLM loss/accuracy over the gathered masked positions (weighted by masked_weights)
+        and NSP loss/accuracy (weighted by example_weight), each as (sum, count)."""
+        mlm_logits, nsp_logits = self.build_model(train=train).apply(
+            {"params": params}, **model_inputs(batch), rngs={"dropout": rng} if train else {})
+        # mlm_logits [batch, P, vocab] float32; nsp_logits [batch, 2]
+        stats = classification_stats(mlm_logits, batch["masked_ids"], batch["masked_weights"],
+                                     loss="mlm_loss", accuracy="mlm_accuracy")
+        if self.nsp:
+            stats.update(classification_stats(nsp_logits, batch["next_sentence_label"],
+                                              batch["example_weight"], loss="nsp_loss",
+                                              accuracy="nsp_accuracy"))
+        return stats
+
+    def derived_metrics(self, means):
+        return {"mlm_perplexity": math.exp(min(means["mlm_loss"], 50.0))}
+
+
+class BertPretrainTask(LoadedTask, BertPretrain):
+    """BERT pre-training on config.data's corpus, with its WordPiece vocabulary (trained on
+    the corpus unless data.vocab_path is given)."""
+
+    def load(self, config, workdir: str):
+        data = config.data
+        nsp = bool(data.nsp)
+        train_docs = corpora.load_documents(data, "train")
+        eval_docs = corpora.load_documents(data, "validation")
+        n_sentences = sum(len(d) for d in train_docs)
+        if n_sentences == 0:
+            raise ValueError(f"corpus {data.corpus!r} is empty: its train split has no text "
+                             f"({len(train_docs)} documents)")
+        if nsp and len(train_docs) < 2:
+            raise ValueError(f"corpus {data.corpus!r} has {len(train_docs)} training document(s);"
+                             " next-sentence prediction needs at least 2 (or set data.nsp=False)")
+        self.wordpiece = tokenizer.load_or_train(
+            data, os.path.join(workdir, "tokenizer"),
+            lambda: (s for d in train_docs for s in d), corpora.corpus_id(data),
+            data.get("data_dir") or corpora.default_data_dir())
+
+        rng = np.random.default_rng(config.seed)
+        train_tokens = self._tokenize(train_docs)
+        self.train_instances = []
+        for _ in range(data.dupe_factor):
+            self.train_instances += pretraining.create_instances(
+                train_tokens, self.wordpiece, config.max_seq_len, data.short_seq_prob,
+                nsp, rng, data.random_next_prob)
+        if not self.train_instances:
+            raise ValueError(f"corpus {data.corpus!r} yields no training sequence")
+        self.eval_instances = pretraining.create_instances(
+            self._tokenize(eval_docs), self.wordpiece, config.max_seq_len,
+            data.short_seq_prob, nsp, np.random.default_rng(config.seed + 7),
+            data.random_next_prob)
+        self._eval_examples = None
+        self.corpus = {"train": corpora.corpus_stats(train_docs),
+                       "validation": corpora.corpus_stats(eval_docs)}
+        return {"vocab_size": self.wordpiece.vocab_size}
+
+    def _tokenize(self, documents):
+        flat = self.wordpiece.encode_batch([s for d in documents for s in d])
+        out, i = [], 0
+        for d in documents:
+            sentences = [t for t in flat[i:i + len(d)] if len(t)]
+            i += len(d)
+            if sentences:
+                out.append(sentences)
+        return out
+
     def train_dataset(self, process_index: int = 0, process_count: int = 1):
         return pretraining.train_dataset(
             self.train_instances, self.spec, self.wordpiece, self.config.max_seq_len,
@@ -150,14 +155,6 @@ class BertPretrainTask(Task):
                 self.eval_instances, self.spec, self.wordpiece, self.config.max_seq_len,
                 seed=self.config.seed + 11)
         return self._eval_examples
-
-    # --- loss and metrics ------------------------------------------------------------------
-    def stats(self, params, batch, rng, *, train: bool):
-        return pretraining_stats(self.build_model(train=train), params, batch, rng,
-                                 train=train, nsp=self.nsp)
-
-    def derived_metrics(self, means):
-        return {"mlm_perplexity": math.exp(min(means["mlm_loss"], 50.0))}
 
     def describe(self):
         return {"corpus": self.config.data.corpus, "documents": self.corpus,

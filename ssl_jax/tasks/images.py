@@ -16,7 +16,7 @@ from ssl_jax.data.batching import training_batches
 from ssl_jax.data.images import load_images
 from ssl_jax.files import write_atomic
 from ssl_jax.models.vision import layer_features
-from ssl_jax.tasks.base import Task
+from ssl_jax.tasks.base import LoadedTask, Task
 
 
 def standardize(images, eps: float = 1e-5):
@@ -26,30 +26,17 @@ def standardize(images, eps: float = 1e-5):
     return (images - mean) / (images.var(axis=(1, 2), keepdims=True) + eps) ** 0.5
 
 
-class ImageTask(Task):
-    """A pretext task on unlabelled images whose encoder is judged by a linear probe.
+class ImagePretext(Task):
+    """What every image pretext computes, from the config and the images' channel count.
 
-    Subclasses build one example from one image (`example`) and end their __init__ with
-    `self._eval = self.held_out_examples()`; they say where the encoder's parameters live
-    (`encoder_params`), how an image is presented to it for the probe (`probe_inputs`), and
-    draw their pictures (`draw`). Fine-tuning reads the encoder's output (layer -1)."""
+    Subclasses build one example from one image (`example`, host-side numpy), and say where
+    the encoder's parameters live (`encoder_params`) and how an image is presented to it for
+    the probe (`probe_inputs`). Fine-tuning reads the encoder's output (layer -1)."""
 
-    def __init__(self, config, workdir: str):
-        super().__init__(config, workdir)
-        data = config.data
-        kw = dict(size=data.image_size, data_dir=data.get("data_dir"), limit=data.get("limit"))
-        self.train_images, self.train_labels, self.label_names = load_images(
-            data.source, "train", **kw)
-        self.eval_images, self.eval_labels, _ = load_images(data.source, data.eval_split, **kw)
-        if len(self.train_images) == 0 or len(self.eval_images) == 0:
-            raise ValueError(f"data.source={data.source!r} gave {len(self.train_images)} "
-                             f"training and {len(self.eval_images)} held-out images")
-        probe = config.get("probe")
-        if probe is not None:
-            from ssl_jax.eval.probe import check_probe_config
-            check_probe_config(probe, self.train_labels)
+    def __init__(self, config, *, channels: int):
+        super().__init__(config)
+        self.channels = channels
 
-    # ------------------------------------------------------------- subclasses
     def example(self, image: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One training or held-out example of the pretext task from one image."""
         raise NotImplementedError
@@ -63,18 +50,51 @@ class ImageTask(Task):
     def probe_inputs(self, images: jax.Array) -> jax.Array:
         return images
 
-    # ------------------------------------------------------------- data, shared
-    def held_out_examples(self) -> list[dict[str, np.ndarray]]:
+    def dummy_batch(self, batch_size: int):
+        """`example` of a blank image, repeated: the shapes of every batch."""
+        size = self.config.data.image_size
+        blank = np.zeros((size, size, self.channels), np.float32)
+        one = self.example(blank, np.random.default_rng(0))
+        batch = {k: np.repeat(np.asarray(v)[None], batch_size, 0) for k, v in one.items()}
+        return dict(batch, example_weight=np.ones((batch_size,), np.float32))
+
+    def encode(self, encoder_params, images: jax.Array, layer: int = -1) -> jax.Array:
+        """Features [batch, D] of whole images from the encoder's `layer` (jittable)."""
+        return layer_features(self.encoder(), encoder_params, self.probe_inputs(images), layer)
+
+    def features(self, params, images: jax.Array, layer: int = -1) -> jax.Array:
+        return self.encode(self.encoder_params(params), images, layer)
+
+
+class ImageData(LoadedTask):
+    """What every image pretext loads: config.data's training and held-out images (and their
+    labels, for the probe). The held-out examples are `example` of each held-out image, drawn
+    once with a fixed seed; the training examples are drawn afresh for every batch. A task is
+    `class XTask(ImageData, X)` with X an ImagePretext; it may add `draw`."""
+
+    def load(self, config, workdir: str) -> dict[str, Any]:
+        data = config.data
+        kw = dict(size=data.image_size, data_dir=data.get("data_dir"), limit=data.get("limit"))
+        self.train_images, self.train_labels, self.label_names = load_images(
+            data.source, "train", **kw)
+        self.eval_images, self.eval_labels, _ = load_images(data.source, data.eval_split, **kw)
+        if len(self.train_images) == 0 or len(self.eval_images) == 0:
+            raise ValueError(f"data.source={data.source!r} gave {len(self.train_images)} "
+                             f"training and {len(self.eval_images)} held-out images")
+        probe = config.get("probe")
+        if probe is not None:
+            from ssl_jax.eval.probe import check_probe_config
+            check_probe_config(probe, self.train_labels)
+        self._eval = None
+        return {"channels": self.train_images.shape[-1]}
+
+    def eval_examples(self) -> list[dict[str, np.ndarray]]:
         """The held-out images as examples, drawn once with a fixed seed: every evaluation
         sees the same puzzles / holes / masks."""
-        rng = np.random.default_rng(self.config.seed + 11)
-        return [self.example(x, rng) for x in self.eval_images]
-
-    def eval_examples(self):
+        if self._eval is None:
+            rng = np.random.default_rng(self.config.seed + 11)
+            self._eval = [self.example(x, rng) for x in self.eval_images]
         return self._eval
-
-    def dummy_batch(self, batch_size: int):
-        return {k: np.repeat(v[None], batch_size, 0) for k, v in self._eval[0].items()}
 
     def train_dataset(self, process_index: int = 0, process_count: int = 1):
         return training_batches(list(self.train_images), seed=self.config.seed,
@@ -90,14 +110,6 @@ class ImageTask(Task):
         return {"images": {"source": self.config.data.source, "train": len(self.train_images),
                            "held_out": len(self.eval_images),
                            "size": self.config.data.image_size}}
-
-    # ------------------------------------------------------------- the end of a run
-    def encode(self, encoder_params, images: jax.Array, layer: int = -1) -> jax.Array:
-        """Features [batch, D] of whole images from the encoder's `layer` (jittable)."""
-        return layer_features(self.encoder(), encoder_params, self.probe_inputs(images), layer)
-
-    def features(self, params, images: jax.Array, layer: int = -1) -> jax.Array:
-        return self.encode(self.encoder_params(params), images, layer)
 
     def finish(self, params, workdir: str) -> dict[str, Any]:
         """The linear probe and, if configured, full fine-tuning of the encoder (probe.json),

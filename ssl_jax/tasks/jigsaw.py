@@ -9,22 +9,25 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ssl_jax.data import jigsaw
 from ssl_jax.eval.pictures import save_image_grid, tiles_with_gaps, to_unit_range
+from ssl_jax.models.losses import classification_stats
 from ssl_jax.models.vision import JigsawNet, Vit, build_encoder, layer_features
-from ssl_jax.tasks.images import ImageTask, standardize
+from ssl_jax.tasks.images import ImageData, ImagePretext, standardize
 
 
-class JigsawTask(ImageTask):
+class Jigsaw(ImagePretext):
     loss_terms = ("jigsaw_loss",)
 
-    def __init__(self, config, workdir: str):
-        super().__init__(config, workdir)
+    @classmethod
+    def check(cls, config) -> None:
+        if config.pretext.grid < 2:
+            raise ValueError(f"pretext.grid={config.pretext.grid} must be >= 2")
+
+    def __init__(self, config, *, channels: int):
+        super().__init__(config, channels=channels)
         p = config.pretext
-        if p.grid < 2:
-            raise ValueError(f"pretext.grid={p.grid} must be >= 2")
         size = config.data.image_size
         gap = None if p.gap is None or p.gap < 0 else p.gap  # None / -1: the paper's 11/75
         _, _, self.tile_size = jigsaw.tile_geometry(size, size, p.grid, gap=gap)
@@ -32,7 +35,6 @@ class JigsawTask(ImageTask):
         self.perms = jigsaw.permutation_set(p.num_permutations, p.grid * p.grid,
                                             p.permutation_seed)
         self._encoder = build_encoder(config.model, self.tile_size)
-        self._eval = self.held_out_examples()
 
     def example(self, image: np.ndarray, rng: np.random.Generator) -> dict:
         p = self.config.pretext
@@ -53,19 +55,13 @@ class JigsawTask(ImageTask):
 
     def stats(self, params, batch, rng, *, train: bool):
         logits = self.build_model(train=train).apply({"params": params}, batch["tiles"])
-        labels = batch["label"]
-        weight = batch.get("example_weight", jnp.ones(labels.shape, jnp.float32))
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                               labels)
-        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        count = weight.sum()
-        return {"jigsaw_loss": ((loss * weight).sum(), count),
-                "jigsaw_accuracy": ((correct * weight).sum(), count)}
+        return classification_stats(logits, batch["label"], batch["example_weight"],
+                                    loss="jigsaw_loss", accuracy="jigsaw_accuracy")
 
     def tokens_per_example(self) -> int:
         return self.config.pretext.grid ** 2  # tiles
 
-    # ------------------------------------------------------------- probe and pictures
+    # ------------------------------------------------------------- the probe
     def probe_inputs(self, images):
         """The encoder saw normalised tiles: a conv-net reads the whole image normalised the
         same way; a ViT (fixed to the tile size) reads the grid's centred tiles."""
@@ -85,11 +81,15 @@ class JigsawTask(ImageTask):
         feats = layer_features(self._encoder, encoder_params, tiles, layer)
         return feats.reshape(b, -1)
 
+
+class JigsawTask(ImageData, Jigsaw):
+    """Jigsaw puzzles of config.data's images."""
+
     def draw(self, params, workdir: str) -> list[str]:
         """jigsaw_examples.png: shuffled tiles as the network sees them, the tiles put back in
         the predicted order, and the true order."""
         g = self.config.pretext.grid
-        examples = self._eval[:8]
+        examples = self.eval_examples()[:8]
         tiles = np.stack([e["tiles"] for e in examples])
         logits = jax.jit(self.build_model(train=False).apply)({"params": params}, tiles)
         predicted = np.asarray(jnp.argmax(logits, -1))

@@ -13,31 +13,35 @@ from ssl_jax.models import image_losses
 from ssl_jax.models.transformer import TransformerConfig
 from ssl_jax.eval.pictures import save_image_grid
 from ssl_jax.models.vision import MaskedAutoencoder, Vit, patchify, unpatchify, vit_config
-from ssl_jax.tasks.images import ImageTask
+from ssl_jax.tasks.images import ImageData, ImagePretext
 
 
-class MaeTask(ImageTask):
+class Mae(ImagePretext):
     loss_terms = ("mae_loss",)
 
-    def __init__(self, config, workdir: str):
-        super().__init__(config, workdir)
+    @classmethod
+    def check(cls, config) -> None:
         if config.model.encoder != "vit":
             raise ValueError(f"model.encoder={config.model.encoder!r}: MAE drops patches, "
                              f"which needs the ViT encoder")
-        self.vit = vit_config(config.model, config.data.image_size)
+        vit = vit_config(config.model, config.data.image_size)
         p = config.pretext
-        n = self.vit.num_patches
-        self.num_masked = image_masks.num_masked_patches(n, p.mask_ratio)
-        if self.vit.position == "sincos" and p.decoder_hidden_size % 4:
+        image_masks.num_masked_patches(vit.num_patches, p.mask_ratio)
+        if vit.position == "sincos" and p.decoder_hidden_size % 4:
             raise ValueError(f"pretext.decoder_hidden_size={p.decoder_hidden_size} must be "
                              f"divisible by 4 for model.position='sincos' (the decoder's "
                              f"sine-cosine table)")
+
+    def __init__(self, config, *, channels: int):
+        super().__init__(config, channels=channels)
+        self.vit = vit_config(config.model, config.data.image_size)
+        p = config.pretext
+        self.num_masked = image_masks.num_masked_patches(self.vit.num_patches, p.mask_ratio)
         self.decoder = TransformerConfig(
             hidden_size=p.decoder_hidden_size, num_layers=p.decoder_layers,
             num_heads=p.decoder_heads, mlp_dim=4 * p.decoder_hidden_size, dropout_rate=0.0,
             attention_dropout_rate=0.0, layer_norm_eps=1e-6, dtype=self.vit.dtype,
             param_dtype=self.vit.param_dtype)
-        self._eval = self.held_out_examples()
 
     def encoder(self) -> Vit:
         return Vit(self.vit)
@@ -61,17 +65,23 @@ class MaeTask(ImageTask):
         target = patchify(batch["image"], self.vit.patch_size)
         if self.config.pretext.norm_pix_loss:
             target = image_losses.normalized_patch_targets(target)
-        mask = batch["mask"].astype("float32")  # [batch, N], 1 = hidden
-        if "example_weight" in batch:
-            mask = mask * batch["example_weight"][:, None]
+        # [batch, N]: 1 = hidden (and not a padding example)
+        mask = batch["mask"].astype("float32") * batch["example_weight"][:, None]
         count = mask.sum()
         return {"mae_loss": (image_losses.mae_loss_jax(pred, target, mask) * count, count)}
+
+    def tokens_per_example(self) -> int:
+        return self.vit.num_patches
+
+
+class MaeTask(ImageData, Mae):
+    """MAE on config.data's images."""
 
     def draw(self, params, workdir: str) -> list[str]:
         """mae_reconstructions.png: original, the visible patches, the prediction (hidden
         patches predicted, visible ones as given, as in the paper's figures)."""
         p = self.vit.patch_size
-        examples = self._eval[:8]
+        examples = self.eval_examples()[:8]
         images = np.stack([e["image"] for e in examples])
         masks = np.stack([e["mask"] for e in examples])  # [b, N], True = hidden
         pred = np.asarray(jax.jit(self.build_model(train=False).apply)(
@@ -87,9 +97,6 @@ class MaeTask(ImageTask):
         return [save_image_grid(rows, ["original", "visible (grey = hidden)", "reconstruction"],
                                 os.path.join(workdir, "mae_reconstructions.png"),
                                 title=f"{self.num_masked}/{self.vit.num_patches} patches hidden")]
-
-    def tokens_per_example(self) -> int:
-        return self.vit.num_patches
 
     def describe(self):
         p = self.config.pretext

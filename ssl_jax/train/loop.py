@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssl_jax.data.batching import eval_batches
+from ssl_jax.data.batching import eval_batches, with_example_weight
 from ssl_jax.files import write_atomic
 from ssl_jax.train import report
 from ssl_jax.train.checkpoint import Checkpointer
@@ -168,7 +168,7 @@ def train_and_evaluate(config, workdir: str, task, *, progress: bool = True,
             checkpointer.save(0, parallel.get_state(state), iterator.get_state(), last)
         with _StopRequest() as stop:
             for step in range(start + 1, total + 1):
-                batch = parallel.put_batch(next(iterator))
+                batch = parallel.put_batch(with_example_weight(next(iterator)))
                 state, metrics = train_step(state, batch)
                 window_steps += 1
                 if pending is not None:  # read the previous step's metrics: one step late
