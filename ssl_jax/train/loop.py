@@ -23,6 +23,7 @@ from ssl_jax.train.metrics import MetricWriter, read_metrics
 from ssl_jax.train.optim import make_optimizer
 from ssl_jax.train.sharding import Parallel, check_batch_size
 from ssl_jax.train.step import TrainState, make_eval_step, make_train_step
+from ssl_jax.train.workdir import RunDir
 
 _POSITIVE = ("batch_size", "max_seq_len", "log_every_steps", "eval_every_steps",
              "checkpoint_every_steps")
@@ -103,20 +104,31 @@ def evaluate(task, parallel: Parallel, eval_step, params, batch_size: int,
 
 def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True,
                        stop_after: int | None = None) -> dict[str, Any]:
-    """Trains `config.task` into `workdir`; re-running the same call resumes.
+    """Trains `config.task` into `workdir`; re-running the same call resumes (the workdir
+    contract of ssl_jax.train.workdir: another run's workdir is refused, a longer
+    num_train_steps extends the run, a failure before the first step leaves no trace).
 
     stop_after: run at most this many steps in this call, then checkpoint and return (a
     time-sliced job; the next call resumes exactly where this one stopped).
     Returns the final metrics (train and eval) and how the run ended."""
     check_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    with RunDir(config, workdir) as run_dir:  # refuses another run's workdir, writing nothing
+        return _train(config, workdir, run_dir, task, progress, stop_after)
+
+
+def _train(config, workdir: str, run_dir: RunDir, task, progress: bool,
+           stop_after: int | None) -> dict[str, Any]:
     task = task or get_task(config.task)(config, workdir)  # reads data, raises on bad input
     parallel = Parallel(config.parallel)
-    write_config(config, workdir)
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
                                 best_metric=task.best_metric, best_mode=task.best_mode)
     resumed_from = checkpointer.latest_step()
+    try:
+        run_dir.record(config, resumed_from)  # config.json (+ history); refuses a shrunk run
+    except ValueError:
+        checkpointer.close()
+        raise
     params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
     if resumed_from is None:
         params = task.transfer(params)  # e.g. a pre-trained encoder under a fresh head
@@ -163,10 +175,12 @@ def train_and_evaluate(config, workdir: str, *, task=None, progress: bool = True
                                             config.batch_size, config.get("num_eval_batches"),
                                             predict_step))
             checkpointer.save(0, parallel.get_state(state), iterator.get_state(), last)
+            run_dir.started()
         with _StopRequest() as stop:
             for step in range(start + 1, total + 1):
                 batch = parallel.put_batch(next(iterator))
                 state, metrics = train_step(state, batch)
+                run_dir.started()
                 window_steps += 1
                 if pending is not None:  # read the previous step's metrics: one step late
                     last = check(*pending)
