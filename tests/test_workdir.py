@@ -134,6 +134,9 @@ def test_check_resume_allows_run_control_and_a_new_dir(tmp_path):
                              data_threads=2), str(tmp_path))
     with pytest.raises(ValueError, match=r"seed: 0 -> 1[;,]"):
         check_resume(tiny_config(seed=1), str(tmp_path))
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ValueError, match="notes.txt' is a file; expected a directory"):
+        check_resume(tiny_config(), str(tmp_path / "notes.txt"))
     (tmp_path / "config.json").unlink()
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(ValueError, match="has checkpoints/ but no config.json"):

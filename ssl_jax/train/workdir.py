@@ -78,6 +78,8 @@ def saved_config(workdir: str) -> dict | None:
 def check_resume(config, workdir: str) -> None:
     """Refuses (ValueError, one line) a workdir that holds another run: a field outside
     RUN_CONTROL differs from its config.json. Writes nothing."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} is a file; expected a directory (new or a run's)")
     old = saved_config(workdir)
     if old is None:
         if os.path.isdir(os.path.join(workdir, "checkpoints")):
