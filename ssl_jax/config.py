@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import json
 import os
 import sys
 from types import ModuleType
@@ -251,10 +250,18 @@ def parse_override_args(argv: list[str]) -> tuple[list[tuple[str, str]], list[st
     return overrides, rest
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run wrote to `workdir/config.json` (for tools that work on a run)."""
+def read_config(workdir: str, task: str | None = None) -> ml_collections.ConfigDict:
+    """The config a run wrote to `workdir/config.json` (for tools that work on a run); with
+    `task`, a workdir of another kind is refused, naming what it holds."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a training workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    from ssl_jax.files import read_json
+
+    config = ml_collections.ConfigDict(read_json(path, "the workdir's config"))
+    found = config.get("task")
+    if task is not None and found != task:
+        what = (f"is a {found!r} run" if found else
+                "has a config.json without a 'task' field (not a training run's config)")
+        raise ValueError(f"workdir {workdir!r} {what}; expected a {task!r} run's workdir")
+    return config

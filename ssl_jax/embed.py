@@ -118,11 +118,19 @@ def embed_sentences(pretrained, sentences: list[str], *, batch_size: int = 32,
     return embeddings.astype(np.float32)
 
 
-def save_npy(path: str, array: np.ndarray) -> None:
-    """Writes `path` whole or not at all (a temporary file, then a rename)."""
+def check_output(path: str) -> str:
+    """The directory `path` goes in; refused before any compute when it cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"--output directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path!r} is a directory; expected a .npy file name")
+    return directory
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """Writes `path` whole or not at all (a temporary file, then a rename)."""
+    directory = check_output(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, array)
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ssl_jax.interop.pretrained import load_pretrained
 
+        check_output(args.output)
         sentences = read_sentences(args.input)
         pretrained = load_pretrained(args.model)
         embeddings = embed_sentences(pretrained, sentences, batch_size=args.batch_size,

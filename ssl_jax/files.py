@@ -12,9 +12,18 @@ from typing import Callable
 def write_atomic(path: str, content: str) -> None:
     """Writes `path` whole or not at all: a reader (or a crash) never sees half a file."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)  # a failed write leaves no partial file behind
+        raise
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
 
 
 def pyplot():
@@ -32,9 +41,14 @@ def save_figure(fig, path: str, dpi: int = 110) -> str:
     import matplotlib.pyplot as plt
 
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    finally:
+        plt.close(fig)
     return os.path.basename(path)
 
 

@@ -47,7 +47,12 @@ def main(argv=None) -> int:
     from ssl_jax.data import pretraining
     from ssl_jax.tasks import get_task
 
-    overrides, rest = config_lib.parse_override_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        overrides, rest = config_lib.parse_override_args(
+            list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="FILE.py[:arg]")
@@ -57,8 +62,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(rest)
     try:
         config = config_lib.load_config(args.config, overrides)
+        if args.num < 0:
+            raise ValueError(f"--num={args.num} must be >= 0")
         if config.task == "transfer":  # the quickstart: preview its pre-training data
             config = config.pretrain
+        if config.task != "bert_pretrain":
+            raise ValueError(f"--config {args.config!r} is a {config.task!r} config; the "
+                             f"preview shows BERT pre-training data (task 'bert_pretrain', or "
+                             f"a transfer config's pretrain)")
         with tempfile.TemporaryDirectory() as tmp:
             task = get_task(config.task)(config, args.workdir or tmp)
     except (ValueError, FileNotFoundError, PermissionError) as e:

@@ -4,7 +4,8 @@ budget: the claim of self-supervised learning, measured.
 A config with task="transfer" holds two run configs: `pretrain` and `finetune` (a fine-tuning
 run whose finetune.init is filled in here). Workdir layout:
     pretrain/  finetune_pretrained/  finetune_random_init/  report.md  transfer.json  *.png
-Re-running resumes every stage (a finished stage is not trained again).
+Re-running resumes every stage (a finished stage is not trained again); a stage whose config
+changed beyond its run-control fields is refused before any stage runs (ssl_jax.train.workdir).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Callable
 from ssl_jax.files import write_atomic
 from ssl_jax.train.metrics import read_metrics
 from ssl_jax.train.report import plot_curves
+from ssl_jax.train.workdir import check_resume
 
 STAGES = ("pretrained", "random_init")
 
@@ -36,13 +38,18 @@ def run_transfer(config, workdir: str, train: Callable) -> dict[str, Any]:
         raise ValueError(f"transfer: config.finetune.task={config.finetune.task!r}; expected "
                          f"'finetune'")
     pretrain_dir = os.path.join(workdir, "pretrain")
-    pretrain = train(config.pretrain, pretrain_dir)
-    summaries = {}
+    stages = {}
     for stage in STAGES:
         run_config = copy.deepcopy(config.finetune)
         run_config.finetune.init = os.path.abspath(pretrain_dir)
         run_config.finetune.random_init = stage == "random_init"
-        summaries[stage] = train(run_config, os.path.join(workdir, f"finetune_{stage}"))
+        stages[stage] = run_config, os.path.join(workdir, f"finetune_{stage}")
+    # every stage's workdir contract before any stage writes (a changed fine-tuning field is
+    # refused before the pre-training stage is touched)
+    for run_config, run_dir in [(config.pretrain, pretrain_dir), *stages.values()]:
+        check_resume(run_config, run_dir)
+    pretrain = train(config.pretrain, pretrain_dir)
+    summaries = {stage: train(*stages[stage]) for stage in STAGES}
     return write_comparison(workdir, pretrain, summaries)
 
 

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NamedTuple
 
+import jax
 import pytest
+
+# Every broadcast between arrays of different ranks must be written out (x[:, None], ...):
+# an implicit one is an error in the suite, so a shape slip cannot broadcast silently.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"  # and in the child processes tests start
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -15,6 +22,22 @@ def _data_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tfds"))
     os.environ["SSL_JAX_DATA_DIR"] = path
     return path
+
+
+class Done(NamedTuple):
+    """What a finished command gave: exit code, stdout, stderr."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(capsys, main, *argv) -> Done:
+    """A command's `main(argv)` in this process, with its exit code and captured output (a
+    subprocess's result, without starting Python and importing JAX again)."""
+    capsys.readouterr()  # drop what the test printed before
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return Done(code, out.out, out.err)
 
 
 def tiny_config(arg: str = "tiny", **fields):

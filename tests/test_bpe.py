@@ -1,9 +1,9 @@
 """Byte-level BPE: GPT-2's ids against OpenAI's algorithm, exact round trips, trained vocabularies,
 the run-level cache, directory dispatch and the tokenize CLI."""
 import hashlib
+import io
 import json
 import os
-import subprocess
 import sys
 
 import ml_collections
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import regex
 
-from ssl_jax.data import bpe
+from ssl_jax.data import bpe, tokenize
 from ssl_jax.data import tokenizer as wordpiece_lib
+from tests.conftest import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,13 +217,17 @@ def test_load_tokenizer_dispatch(tmp_path, gpt2_bpe_dir):
         bpe.load_tokenizer(str(tmp_path / "missing"))
 
 
-def _cli(directory, lines, *flags):
-    return subprocess.run([sys.executable, "-m", "ssl_jax.data.tokenize", "--tokenizer",
-                           str(directory), *flags], input="".join(l + "\n" for l in lines),
-                          capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=60)
+@pytest.fixture
+def _cli(capsys, monkeypatch):
+    """Runs the tokenize command in-process on `lines` as its stdin (UTF-8)."""
+    def cli(directory, lines, *flags):
+        stdin = "".join(line + "\n" for line in lines).encode("utf-8")
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        return run_main(capsys, tokenize.main, "--tokenizer", directory, *flags)
+    return cli
 
 
-def test_cli_gpt2_encode_and_decode(gpt2_bpe_dir, gpt2):
+def test_cli_gpt2_encode_and_decode(gpt2_bpe_dir, gpt2, _cli):
     texts = ["Hello world", "naïve 😀\n<|endoftext|>", ""]
     done = _cli(gpt2_bpe_dir, [json.dumps(t) for t in texts])
     assert done.returncode == 0, done.stderr
@@ -233,7 +238,7 @@ def test_cli_gpt2_encode_and_decode(gpt2_bpe_dir, gpt2):
     assert [json.loads(line) for line in back.stdout.splitlines()] == texts
 
 
-def test_cli_wordpiece_and_tokenizer_json(tmp_path):
+def test_cli_wordpiece_and_tokenizer_json(tmp_path, _cli):
     wp = wordpiece_lib.train_wordpiece(CORPUS, 200, min_frequency=1)
     wordpiece_lib.save(wp, str(tmp_path / "wp"))
     os.remove(tmp_path / "wp/tokenizer.json")  # vocab.txt alone
@@ -249,7 +254,7 @@ def test_cli_wordpiece_and_tokenizer_json(tmp_path):
     assert json.loads(done.stdout) == trained.encode("The quick fox")
 
 
-def test_cli_bad_line_exits_2_naming_it(gpt2_bpe_dir, gpt2, tmp_path):
+def test_cli_bad_line_exits_2_naming_it(gpt2_bpe_dir, gpt2, tmp_path, _cli):
     done = _cli(gpt2_bpe_dir, ['"fine"', "[1, 2]", '"never read"'])
     assert done.returncode == 2
     assert "line 2" in done.stderr and "expected a JSON string" in done.stderr

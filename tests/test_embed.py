@@ -2,8 +2,6 @@
 batching invariance, one compilation per length bucket, clear errors."""
 import dataclasses
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -15,7 +13,7 @@ from ssl_jax.interop import hf_bert, hf_gpt2
 from ssl_jax.interop.pretrained import Pretrained
 from ssl_jax.models.bert import BertEncoder
 from ssl_jax.models.gpt import GptConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_main
 from tests.test_interop import BERT, _bert_params, _gpt_params, _wordpiece
 
 REFERENCE = os.path.join(ROOT, "tests/fixtures/minilm/reference.npz")
@@ -38,15 +36,13 @@ def _write_lines(path, lines) -> str:
     return str(path)
 
 
-def test_cli_reproduces_the_minilm_reference(minilm_dir, tmp_path):
+def test_cli_reproduces_the_minilm_reference(minilm_dir, tmp_path, capsys):
     """sentence-transformers' embeddings (mean over real tokens, unit length), computed by
     transformers (tests/fixtures/minilm/make_reference.py)."""
     reference = np.load(REFERENCE)
     sentences = _write_lines(tmp_path / "s.txt", [str(s) for s in reference["sentences"]])
-    done = subprocess.run(
-        [sys.executable, "-m", "ssl_jax.embed", "--model", minilm_dir, "--input", sentences,
-         "--output", str(tmp_path / "emb.npy"), "--normalize", "--batch-size", "4"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_main(capsys, embed.main, "--model", minilm_dir, "--input", sentences,
+                    "--output", tmp_path / "emb.npy", "--normalize", "--batch-size", "4")
     assert done.returncode == 0, done.stderr
     assert "6 x 384 float32" in done.stdout
     embeddings = np.load(tmp_path / "emb.npy")

@@ -380,7 +380,7 @@ def fake_generation(monkeypatch):
 
 def test_cli_uses_config_section_and_writes_results(tmp_path, fake_generation, capsys,
                                                     monkeypatch):
-    config = {"data": {"corpus": "embedded"},
+    config = {"task": "gpt_pretrain", "data": {"corpus": "embedded"},
               "fewshot": {"tasks": ["arithmetic_2d+", "rw"], "shots": [0, 2],
                           "num_examples": 5}}
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -404,7 +404,8 @@ def test_cli_uses_config_section_and_writes_results(tmp_path, fake_generation, c
 
 
 def test_cli_flags_defaults_and_errors(tmp_path, fake_generation, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"data": {"corpus": "embedded"}}))
+    (tmp_path / "config.json").write_text(json.dumps({"task": "gpt_pretrain",
+                                                      "data": {"corpus": "embedded"}}))
     args = argparse.Namespace(tasks=None, shots=None, num_examples=None, seed=None)
     config = config_lib.read_config(str(tmp_path))
     assert fewshot._settings(args, config) == {

@@ -2,14 +2,12 @@
 and generation, few-shot and summarisation work from its checkpoint."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from ssl_jax import config as config_lib
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_main
 
 STEPS = 300
 
@@ -55,18 +53,14 @@ def test_unigram_baseline_by_hand(gpt_run):
     assert task.unigram_loss() == pytest.approx(float(-np.log(p[targets]).mean()), rel=1e-9)
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-
-
-def test_generate_command_from_the_checkpoint(gpt_run, tmp_path):
+def test_generate_command_from_the_checkpoint(gpt_run, tmp_path, capsys):
+    from ssl_jax import generate
     from ssl_jax.eval.generation import LanguageModel
     workdir, _, _ = gpt_run
+    _run = lambda *args: run_main(capsys, generate.main, *args)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The class statement\nA\n")
-    done = _run("-m", "ssl_jax.generate", "--workdir", workdir, "--prompts", str(prompts),
-                "--max-new-tokens", "12")
+    done = _run("--workdir", workdir, "--prompts", str(prompts), "--max-new-tokens", "12")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["prompts"] == ["The class statement", "A"]
@@ -74,11 +68,10 @@ def test_generate_command_from_the_checkpoint(gpt_run, tmp_path):
     assert result["completions"] == lm.generate(result["prompts"], max_new_tokens=12,
                                                 stop="<|endoftext|>")
     assert all(result["completions"])
-    sampled = _run("-m", "ssl_jax.generate", "--workdir", workdir, "--prompt", "The",
-                   "--top-k", "5", "--temperature", "0.8", "--max-new-tokens", "8")
+    sampled = _run("--workdir", workdir, "--prompt", "The", "--top-k", "5", "--temperature",
+                   "0.8", "--max-new-tokens", "8")
     assert sampled.returncode == 0, sampled.stderr
-    bad = _run("-m", "ssl_jax.generate", "--workdir", workdir, "--prompt", "x",
-               "--max-new-tokens", "5000")
+    bad = _run("--workdir", workdir, "--prompt", "x", "--max-new-tokens", "5000")
     assert bad.returncode == 2 and "exceeds the model's context of 512" in bad.stderr
 
 
@@ -106,15 +99,16 @@ def test_the_trained_model_prefers_real_text(gpt_run, tmp_path):
     assert len(lines) >= 10 and acc >= 0.7, row  # chance: 0.5
 
 
-def test_fewshot_and_summarize_commands(gpt_run):
+def test_fewshot_and_summarize_commands(gpt_run, capsys):
+    from ssl_jax.eval import fewshot, summarize
     workdir, _, _ = gpt_run
-    done = _run("-m", "ssl_jax.eval.fewshot", "--workdir", workdir, "--tasks",
-                "arithmetic_2d+,rw", "--shots", "0,1", "--num-examples", "4")
+    done = run_main(capsys, fewshot.main, "--workdir", workdir, "--tasks", "arithmetic_2d+,rw",
+                    "--shots", "0,1", "--num-examples", "4")
     assert done.returncode == 0, done.stderr
     assert "| arithmetic_2d+ |" in done.stdout and os.path.exists(os.path.join(workdir, "fewshot.md"))
-    done = _run("-m", "ssl_jax.eval.summarize", "--workdir", workdir, "--data",
-                os.path.join(ROOT, "tests/fixtures/summaries.jsonl"), "--num-articles", "5",
-                "--max-new-tokens", "20")
+    done = run_main(capsys, summarize.main, "--workdir", workdir, "--data",
+                    os.path.join(ROOT, "tests/fixtures/summaries.jsonl"), "--num-articles", "5",
+                    "--max-new-tokens", "20")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result["scores"]) == {"TL;DR", "no hint", "random-3", "lead-3"}

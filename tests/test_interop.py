@@ -195,7 +195,7 @@ def _fake_run(workdir, config, model, inputs, tokenizer_save, losses):
     """A workdir as the loop writes it: config.json, tokenizer/, checkpoints whose eval
     losses are `losses` (the real loop's Checkpointer and TrainState)."""
     from ssl_jax.train.checkpoint import Checkpointer
-    from ssl_jax.train.loop import write_config
+    from ssl_jax.train.workdir import write_config
     from ssl_jax.train.step import TrainState
 
     os.makedirs(workdir)

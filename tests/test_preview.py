@@ -1,19 +1,16 @@
 """`python -m ssl_jax.preview` prints examples and, last, their statistics as JSON."""
 import json
 import os
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from ssl_jax import preview
+from tests.conftest import ROOT, run_main
 
 
-def test_preview_statistics_match_the_config():
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run(
-        [sys.executable, "-m", "ssl_jax.preview", "--config",
-         os.path.join(ROOT, "experiments/quickstart.py"), "--num", "2",
-         "--config.pretrain.data.vocab_size=3000", "--config.pretrain.data.dupe_factor=3"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+def test_preview_statistics_match_the_config(capsys):
+    out = run_main(capsys, preview.main, "--config",
+                   os.path.join(ROOT, "experiments/quickstart.py"), "--num", "2",
+                   "--config.pretrain.data.vocab_size=3000",
+                   "--config.pretrain.data.dupe_factor=3")
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("--- example 0 (") and "[CLS]" in lines[1] and "[MASK]<" in lines[1]
@@ -27,9 +24,8 @@ def test_preview_statistics_match_the_config():
     assert 100 < stats["mean_tokens_per_sequence"] <= 128
 
 
-def test_preview_rejects_a_bad_config():
-    out = subprocess.run([sys.executable, "-m", "ssl_jax.preview", "--config",
-                          os.path.join(ROOT, "experiments/quickstart.py"),
-                          "--config.pretrain.data.mask_rate=2"], env=dict(os.environ, PYTHONPATH=ROOT),
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+def test_preview_rejects_a_bad_config(capsys):
+    out = run_main(capsys, preview.main, "--config",
+                   os.path.join(ROOT, "experiments/quickstart.py"),
+                   "--config.pretrain.data.mask_rate=2")
     assert out.returncode == 2 and "data.mask_rate=2.0 must be in (0, 1)" in out.stderr

@@ -56,6 +56,9 @@ def wrap(tokenizer: Tokenizer, source: str) -> WordPiece:
         raise ValueError(f"vocabulary {source} lacks the special tokens {missing}; a BERT "
                          f"vocab needs all of {list(SPECIAL_TOKENS)}")
     size = tokenizer.get_vocab_size()
+    if max(vocab.values()) >= size:
+        raise ValueError(f"vocabulary {source} has ids up to {max(vocab.values())} but "
+                         f"{size} tokens; ids must be 0..{size - 1} without gaps")
     is_special = np.zeros(size, bool)
     is_continuation = np.zeros(size, bool)
     for token, i in vocab.items():
@@ -86,7 +89,17 @@ def load_vocab(path: str, lowercase: bool = True) -> WordPiece:
     tokens = read_text(path, "vocab file").split("\n")  # id = line number
     if not any(tokens):
         raise ValueError(f"vocab file {path!r} is empty")
-    vocab = {t: i for i, t in enumerate(tokens) if t}
+    if tokens[-1] == "":  # the final newline ends the last line
+        tokens.pop()
+    vocab = {}
+    for i, token in enumerate(tokens):
+        if not token:
+            raise ValueError(f"vocab file {path!r} line {i + 1} is blank; a token's id is its "
+                             f"line number, so every line must hold one token")
+        if token in vocab:
+            raise ValueError(f"vocab file {path!r} line {i + 1} repeats the token {token!r} "
+                             f"(first on line {vocab[token] + 1}); every token must be distinct")
+        vocab[token] = i
     return wrap(_bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]"), lowercase), repr(path))
 
 

@@ -251,9 +251,13 @@ def _settings(args: argparse.Namespace, config) -> dict:
     num_examples = (args.num_examples if args.num_examples is not None
                     else int(section.get("num_examples", 100)))
     seed = args.seed if args.seed is not None else int(section.get("seed", 0))
-    if not tasks or num_examples < 1 or seed < 0:
-        raise ValueError(f"need tasks, num_examples >= 1 and seed >= 0; got {tasks!r}, "
-                         f"{num_examples}, {seed}")
+    if not tasks:
+        raise ValueError(f"--tasks {args.tasks!r} names no task; expected comma-separated task "
+                         f"names or test.jsonl[:demos.jsonl]")
+    if num_examples < 1:
+        raise ValueError(f"--num-examples={num_examples} must be >= 1")
+    if seed < 0:
+        raise ValueError(f"--seed={seed} must be >= 0")
     return {"tasks": tasks, "shots": shots, "num_examples": num_examples, "seed": seed}
 
 
@@ -270,8 +274,6 @@ def corpus_words(config) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ssl_jax import config as config_lib
-
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a trained GPT run's directory")
@@ -283,18 +285,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="also write the results JSON here")
     args = parser.parse_args(argv)
     try:
-        config = config_lib.read_config(args.workdir)
+        from ssl_jax import config as config_lib
+
+        config = config_lib.read_config(args.workdir, task="gpt_pretrain")
         settings = _settings(args, config)
+        if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+            raise FileNotFoundError(f"--output {args.output!r}: its directory does not exist")
         words = (corpus_words(config) if any(t in SCRAMBLE_TASKS for t in settings["tasks"])
                  else None)
         tasks = load_tasks(settings["tasks"], settings["shots"], settings["num_examples"],
                            settings["seed"], words)
+        from ssl_jax.eval.generation import LanguageModel
+
+        lm = LanguageModel.from_workdir(args.workdir)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from ssl_jax.eval.generation import LanguageModel
-
-    lm = LanguageModel.from_workdir(args.workdir)
     rows = [evaluate_task(lm, task, settings["shots"], settings["seed"]) for task in tasks]
     table = format_table(rows)
     payload = {"workdir": args.workdir, **settings, "rows": rows}

@@ -202,10 +202,7 @@ class LanguageModel:
         from ssl_jax.models.gpt import gpt_config
         from ssl_jax.train.checkpoint import Checkpointer
 
-        config = read_config(workdir)
-        if config.get("task") != "gpt_pretrain":
-            raise ValueError(f"{workdir!r} is a {config.get('task')!r} run; generation needs a "
-                             "'gpt_pretrain' run")
+        config = read_config(workdir, task="gpt_pretrain")
         tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
         model_config = gpt_config(config.model, tokenizer.vocab_size)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))

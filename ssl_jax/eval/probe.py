@@ -124,7 +124,8 @@ def finetune_encoder(encode: Callable, encoder_params, task, probe, batch_size: 
         train_x, train_y = train_x[idx], train_y[idx]
     num_classes = int(max(train_y.max(), task.eval_labels.max())) + 1
     start = extract_features(lambda x: encode(encoder_params, x), train_x)  # [n, D]
-    mean, scale = start.mean(0), 1.0 / (start.std(0) + 1e-6)
+    mean = start.mean(0, keepdims=True)  # [1, D]
+    scale = 1.0 / (start.std(0, keepdims=True) + 1e-6)  # [1, D]
     params = {"encoder": encoder_params,
               "head": {"kernel": jnp.zeros((start.shape[1], num_classes)),
                        "bias": jnp.zeros(num_classes)}}
@@ -133,7 +134,7 @@ def finetune_encoder(encode: Callable, encoder_params, task, probe, batch_size: 
 
     def logits(p, x):
         features = (encode(p["encoder"], x) - mean) * scale
-        return features @ p["head"]["kernel"] + p["head"]["bias"]
+        return features @ p["head"]["kernel"] + p["head"]["bias"][None, :]
 
     @jax.jit
     def step(p, opt_state, x, y):

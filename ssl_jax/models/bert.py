@@ -103,7 +103,7 @@ class MlmHead(nn.Module):
                          name="ln")(x)
         bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.param_dtype)
         logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype))
-        logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)
+        logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)[None, :]  # [n, vocab]
         return logits.reshape(shape[:-1] + (c.vocab_size,))  # [..., vocab]
 
 

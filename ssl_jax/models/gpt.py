@@ -90,7 +90,7 @@ def attention_masks(query_slot: Array, key_valid: Array | None, seq_len: int,
         attend = attend & key_valid[:, None, None, :]  # [batch, 1, seq, kv_len]
     if mask is not None:
         attend = attend & mask
-    band = attend & (distance < window) if window is not None else None
+    band = attend & (distance < window)[None, None] if window is not None else None
     return attend, band
 
 

@@ -20,6 +20,7 @@ class Checkpointer:
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode={best_mode!r}; expected 'min' or 'max'")
         self.best_metric = best_metric
+        self.directory = directory
         preserve = policy.AnyPreservationPolicy([
             policy.LatestN(n=keep),
             policy.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
@@ -56,20 +57,30 @@ class Checkpointer:
 
     def restore(self, abstract_state, step: int | None = None):
         """-> (state, data_state) of `step` (default: the latest)."""
-        step = self.latest_step() if step is None else step
+        step = self._kept(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         return restored["state"], restored["data"]
 
     def restore_params(self, abstract_params, step: int | None = None):
         """Only the parameters (e.g. to fine-tune from a pre-training run)."""
-        step = self.latest_step() if step is None else step
+        step = self._kept(step)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(
                 item={"params": abstract_params},
                 restore_args=jax.tree_util.tree_map(_restore_args, {"params": abstract_params}),
                 partial_restore=True)))
         return restored["state"]["params"]
+
+    def _kept(self, step: int | None) -> int:
+        """`step` (default: the latest), refused unless a checkpoint of it is kept."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{self.directory!r} holds no checkpoint yet")
+        if step not in self.all_steps():
+            raise FileNotFoundError(f"{self.directory!r} has no checkpoint at step {step}; "
+                                    f"it has {self.all_steps()}")
+        return step
 
     def close(self) -> None:
         self.manager.wait_until_finished()

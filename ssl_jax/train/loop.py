@@ -22,6 +22,7 @@ from ssl_jax.train.metrics import MetricWriter, read_metrics
 from ssl_jax.train.optim import make_optimizer
 from ssl_jax.train.sharding import Parallel, check_batch_size
 from ssl_jax.train.step import TrainState, make_eval_step, make_train_step
+from ssl_jax.train.workdir import RunDir
 
 _POSITIVE = ("batch_size", "max_seq_len", "log_every_steps", "eval_every_steps",
              "checkpoint_every_steps")
@@ -37,11 +38,6 @@ def check_config(config) -> None:
         raise ValueError(f"config.num_train_steps={steps!r} must be an integer >= 0 (0: the "
                          f"initial parameters are evaluated and kept untrained)")
     check_batch_size(config.batch_size)
-
-
-def write_config(config, workdir: str) -> None:
-    write_atomic(os.path.join(workdir, "config.json"),
-                 config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 class _StopRequest:
@@ -102,24 +98,36 @@ def evaluate(task, parallel: Parallel, eval_step, params, batch_size: int,
 
 def train_and_evaluate(config, workdir: str, task, *, progress: bool = True,
                        stop_after: int | None = None) -> dict[str, Any]:
-    """Trains `task` into `workdir`; re-running the same call resumes.
+    """Trains `task` into `workdir`; re-running the same call resumes (the workdir contract of
+    ssl_jax.train.workdir: another run's workdir is refused, a longer num_train_steps extends
+    the run, a failure before the first step leaves no trace).
 
     task: a built task (ssl_jax.tasks.base.Task), or a callable (config, workdir) -> task,
-    e.g. the class `ssl_jax.tasks.get_task(config.task)` returns, which is called here (it
-    reads data and raises on bad input). The loop knows no task by name.
+    e.g. the class `ssl_jax.tasks.get_task(config.task)` returns, which is called here, inside
+    the workdir contract (it reads data and raises on bad input). The loop knows no task by
+    name.
 
     stop_after: run at most this many steps in this call, then checkpoint and return (a
     time-sliced job; the next call resumes exactly where this one stopped).
     Returns the final metrics (train and eval) and how the run ended."""
     check_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    with RunDir(config, workdir) as run_dir:  # refuses another run's workdir, writing nothing
+        return _train(config, workdir, run_dir, task, progress, stop_after)
+
+
+def _train(config, workdir: str, run_dir: RunDir, task, progress: bool,
+           stop_after: int | None) -> dict[str, Any]:
     task = task(config, workdir) if callable(task) else task  # reads data, raises on bad input
     parallel = Parallel(config.parallel)
-    write_config(config, workdir)
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
                                 best_metric=task.best_metric, best_mode=task.best_mode)
     resumed_from = checkpointer.latest_step()
+    try:
+        run_dir.record(config, resumed_from)  # config.json (+ history); refuses a shrunk run
+    except ValueError:
+        checkpointer.close()
+        raise
     params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
     if resumed_from is None:
         params = task.transfer(params)  # e.g. a pre-trained encoder under a fresh head
@@ -166,10 +174,12 @@ def train_and_evaluate(config, workdir: str, task, *, progress: bool = True,
                                             config.batch_size, config.get("num_eval_batches"),
                                             predict_step))
             checkpointer.save(0, parallel.get_state(state), iterator.get_state(), last)
+            run_dir.started()
         with _StopRequest() as stop:
             for step in range(start + 1, total + 1):
                 batch = parallel.put_batch(with_example_weight(next(iterator)))
                 state, metrics = train_step(state, batch)
+                run_dir.started()
                 window_steps += 1
                 if pending is not None:  # read the previous step's metrics: one step late
                     last = check(*pending)
