@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from ssl_jax import embed, generate
-from ssl_jax.data import preview, tokenize
+from ssl_jax import preview
+from ssl_jax.data import tokenize
 from ssl_jax.eval import fewshot, summarize
 from ssl_jax.interop import export
 from ssl_jax.train.checkpoint import Checkpointer

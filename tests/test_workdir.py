@@ -12,6 +12,7 @@ from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
 from ssl_jax.train.workdir import RUN_CONTROL, check_resume, config_dict, read_history
 from ssl_jax.transfer import run_transfer
+from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from tests.conftest import ROOT, tiny_config
 
 import launch
@@ -38,9 +39,10 @@ def _losses(workdir):
 def test_grown_run_is_recorded_and_equals_a_straight_run_another_run_or_shorter_is_refused(
         tmp_path):
     straight, grown = str(tmp_path / "straight"), str(tmp_path / "grown")
-    train_and_evaluate(tiny_config(num_train_steps=6, **CONSTANT_LR), straight, progress=False)
+    train_and_evaluate(tiny_config(num_train_steps=6, **CONSTANT_LR), straight,
+                       BertPretrainTask, progress=False)
     first = train_and_evaluate(tiny_config(num_train_steps=3, **CONSTANT_LR), grown,
-                               progress=False)
+                               BertPretrainTask, progress=False)
     assert first["ended"] == "completed" and first["step"] == 3
     before = _snapshot(grown)
 
@@ -48,7 +50,7 @@ def test_grown_run_is_recorded_and_equals_a_straight_run_another_run_or_shorter_
     other = tiny_config("mini", num_train_steps=3, **CONSTANT_LR,
                         **{"optimizer.learning_rate": 5e-4})
     with pytest.raises(ValueError) as refused:
-        train_and_evaluate(other, grown, progress=False)
+        train_and_evaluate(other, grown, BertPretrainTask, progress=False)
     message = str(refused.value)
     assert "\n" not in message
     assert "model.hidden_size: 128 -> 256" in message, message
@@ -59,13 +61,15 @@ def test_grown_run_is_recorded_and_equals_a_straight_run_another_run_or_shorter_
 
     # shorter than the step reached: refused, nothing written
     with pytest.raises(ValueError, match=r"num_train_steps=2 is below step 3"):
-        train_and_evaluate(tiny_config(num_train_steps=2, **CONSTANT_LR), grown, progress=False)
+        train_and_evaluate(tiny_config(num_train_steps=2, **CONSTANT_LR), grown,
+                           BertPretrainTask, progress=False)
     assert _snapshot(grown) == before
 
     # longer: the run continues from step 3, recorded; with a constant learning rate the
     # extended run is bit-identical to the one trained straight to 6 steps
     second = train_and_evaluate(tiny_config(num_train_steps=6, num_eval_batches=1,
-                                            **CONSTANT_LR), grown, progress=False)
+                                            **CONSTANT_LR), grown, BertPretrainTask,
+                                progress=False)
     assert second["resumed_from"] == 3 and second["step"] == 6
     a, b = _losses(straight), _losses(grown)
     assert sorted(a) == sorted(b) == list(range(1, 7))
@@ -78,7 +82,8 @@ def test_grown_run_is_recorded_and_equals_a_straight_run_another_run_or_shorter_
     assert saved["num_train_steps"] == 6 and saved["num_eval_batches"] == 1
     # the same run again: resumes (finished), nothing new in the history
     again = train_and_evaluate(tiny_config(num_train_steps=6, num_eval_batches=1,
-                                           **CONSTANT_LR), grown, progress=False)
+                                           **CONSTANT_LR), grown, BertPretrainTask,
+                               progress=False)
     assert again["resumed_from"] == 6 and len(read_history(grown)) == 1
 
 
@@ -89,14 +94,14 @@ def _missing_corpus(**fields):
 def test_a_failure_before_the_first_step_leaves_no_workdir(tmp_path):
     fresh = tmp_path / "new" / "run"
     with pytest.raises(FileNotFoundError, match="matches no file"):
-        train_and_evaluate(_missing_corpus(), str(fresh), progress=False)
+        train_and_evaluate(_missing_corpus(), str(fresh), BertPretrainTask, progress=False)
     assert not (tmp_path / "new").exists()  # the parent this call created goes too
 
     existing = tmp_path / "mine"  # a directory the user made: kept, with its files
     existing.mkdir()
     (existing / "notes.txt").write_text("keep me")
     with pytest.raises(FileNotFoundError):
-        train_and_evaluate(_missing_corpus(), str(existing), progress=False)
+        train_and_evaluate(_missing_corpus(), str(existing), BertPretrainTask, progress=False)
     assert sorted(os.listdir(existing)) == ["notes.txt"]
     assert (existing / "notes.txt").read_text() == "keep me"
 
