@@ -152,16 +152,18 @@ def median_seconds(fn, warmup: int, repeats: int):
 
 def synthetic_batch(a, seed=0):
     import numpy as np
+
+    from ssl_jax.data.batching import with_example_weight
     rng = np.random.default_rng(seed)
     B, S = a.batch, a.seq_len
     if a.model == "gpt":  # positions 0..S-2 predict tokens 1..S-1, as HF's labels=input_ids
         ids = rng.integers(0, a.vocab, (B, S)).astype(np.int32)
         weights = np.broadcast_to((np.arange(S) < S - 1).astype(np.float32), (B, S)).copy()
-        return {"input_ids": ids, "target_ids": np.roll(ids, -1, axis=1),
-                "target_weights": weights, "example_weight": np.ones(B, np.float32)}
+        return with_example_weight({"input_ids": ids, "target_ids": np.roll(ids, -1, axis=1),
+                                    "target_weights": weights})
     P = predictions(S)
     segment = (np.arange(S) >= S // 2).astype(np.int32)
-    return {
+    return with_example_weight({
         "input_ids": rng.integers(5, a.vocab, (B, S)).astype(np.int32),
         "segment_ids": np.broadcast_to(segment, (B, S)).copy(),
         "input_mask": np.ones((B, S), np.int32),
@@ -170,8 +172,7 @@ def synthetic_batch(a, seed=0):
         "masked_ids": rng.integers(5, a.vocab, (B, P)).astype(np.int32),
         "masked_weights": np.ones((B, P), np.float32),
         "next_sentence_label": rng.integers(0, 2, B).astype(np.int32),
-        "example_weight": np.ones(B, np.float32),
-    }
+    })
 
 
 def synthetic_prompts(a, seed=0):

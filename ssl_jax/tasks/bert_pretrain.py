@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ssl_jax.data import corpora, pretraining, tokenizer
+from ssl_jax.data.batching import with_example_weight
 from ssl_jax.eval.baselines import unigram_mlm_loss
 from ssl_jax.models.bert import BertForPreTraining, bert_config, check_model_sizes
 from ssl_jax.models.losses import classification_stats
@@ -63,14 +64,14 @@ class BertPretrain(Task):
 
     def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         S, P = self.config.max_seq_len, self.spec.max_predictions
-        return {"input_ids": np.zeros((batch_size, S), np.int32),
-                "segment_ids": np.zeros((batch_size, S), np.int32),
-                "input_mask": np.ones((batch_size, S), np.int32),
-                "masked_positions": np.zeros((batch_size, P), np.int32),
-                "masked_ids": np.zeros((batch_size, P), np.int32),
-                "masked_weights": np.zeros((batch_size, P), np.float32),
-                "next_sentence_label": np.zeros((batch_size,), np.int32),
-                "example_weight": np.ones((batch_size,), np.float32)}
+        return with_example_weight({
+            "input_ids": np.zeros((batch_size, S), np.int32),
+            "segment_ids": np.zeros((batch_size, S), np.int32),
+            "input_mask": np.ones((batch_size, S), np.int32),
+            "masked_positions": np.zeros((batch_size, P), np.int32),
+            "masked_ids": np.zeros((batch_size, P), np.int32),
+            "masked_weights": np.zeros((batch_size, P), np.float32),
+            "next_sentence_label": np.zeros((batch_size,), np.int32)})
 
     def model_inputs(self, batch: dict) -> dict:
         return model_inputs(batch)

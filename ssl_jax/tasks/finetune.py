@@ -29,7 +29,7 @@ import numpy as np
 
 from ssl_jax.data import finetune as finetune_data
 from ssl_jax.data import corpora, tokenizer
-from ssl_jax.data.batching import training_batches
+from ssl_jax.data.batching import training_batches, with_example_weight
 from ssl_jax.eval import finetune_scores
 from ssl_jax.models.bert import BertConfig, bert_config, check_model_sizes
 from ssl_jax.models.transformer import DTYPES
@@ -138,10 +138,9 @@ class Finetune(Task):
 
     def dummy_batch(self, batch_size: int):
         S = self.config.max_seq_len
-        batch = {"input_ids": np.zeros((batch_size, S), np.int32),
-                 "segment_ids": np.zeros((batch_size, S), np.int32),
-                 "input_mask": np.ones((batch_size, S), np.int32),
-                 "example_weight": np.ones((batch_size,), np.float32)}
+        batch = with_example_weight({"input_ids": np.zeros((batch_size, S), np.int32),
+                                     "segment_ids": np.zeros((batch_size, S), np.int32),
+                                     "input_mask": np.ones((batch_size, S), np.int32)})
         if self.head == "span":
             batch["start_position"] = batch["end_position"] = np.zeros((batch_size,), np.int32)
         elif self.head == "token":

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data import bpe, corpora, packing
-from ssl_jax.data.batching import training_batches
+from ssl_jax.data.batching import training_batches, with_example_weight
 from ssl_jax.eval.baselines import unigram_log_probs
 from ssl_jax.models.gpt import GptLM, document_mask, gpt_config
 from ssl_jax.models.losses import tied_cross_entropy
@@ -38,10 +38,10 @@ class GptPretrain(Task):
 
     def dummy_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         shape = (batch_size, self.config.max_seq_len)
-        return {"input_ids": np.zeros(shape, np.int32), "target_ids": np.zeros(shape, np.int32),
-                "segment_ids": np.zeros(shape, np.int32),
-                "target_weights": np.ones(shape, np.float32),
-                "example_weight": np.ones((batch_size,), np.float32)}
+        return with_example_weight({
+            "input_ids": np.zeros(shape, np.int32), "target_ids": np.zeros(shape, np.int32),
+            "segment_ids": np.zeros(shape, np.int32),
+            "target_weights": np.ones(shape, np.float32)})
 
     def model_inputs(self, batch: dict) -> dict:
         return {"input_ids": batch["input_ids"]}

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ssl_jax.data.batching import training_batches
+from ssl_jax.data.batching import training_batches, with_example_weight
 from ssl_jax.data.images import load_images
 from ssl_jax.files import write_atomic
 from ssl_jax.models.vision import layer_features
@@ -56,7 +56,7 @@ class ImagePretext(Task):
         blank = np.zeros((size, size, self.channels), np.float32)
         one = self.example(blank, np.random.default_rng(0))
         batch = {k: np.repeat(np.asarray(v)[None], batch_size, 0) for k, v in one.items()}
-        return dict(batch, example_weight=np.ones((batch_size,), np.float32))
+        return with_example_weight(batch)
 
     def encode(self, encoder_params, images: jax.Array, layer: int = -1) -> jax.Array:
         """Features [batch, D] of whole images from the encoder's `layer` (jittable)."""
