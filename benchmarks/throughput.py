@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from ssl_jax.models.partitioning import init_unboxed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT2_CONTEXT = 1024  # GPT-2's n_positions
@@ -243,7 +244,7 @@ def run_ours_generate(a) -> dict:
 
     config = gpt_config(a)
     prompts = synthetic_prompts(a).tolist()
-    params = GptLM(config).init(jax.random.PRNGKey(0), jax.numpy.asarray(prompts))["params"]
+    params = init_unboxed(GptLM(config), jax.random.PRNGKey(0), jax.numpy.asarray(prompts))["params"]
 
     def generate():
         return generate_ids(config, params, prompts, max_new_tokens=a.new_tokens,

@@ -56,6 +56,11 @@ def parse_typed(raw: str, kind: type, allow_none: bool) -> Any:
             value = None
         if isinstance(value, (list, tuple)):
             return kind(value)
+    elif kind is object:  # a field that takes a name or a structure: a literal, else the text
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
     else:
         raise TypeError(f"no command-line parser for type {kind.__name__}")
     expected = "true or false" if kind is bool else kind.__name__

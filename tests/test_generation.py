@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.eval import generation as gen
 from ssl_jax.models.gpt import GptConfig, GptLM
 
@@ -16,7 +17,7 @@ PROMPTS = [[5, 6, 7], list(range(1, 20)), [42]]
 
 
 def _params(config, seed=1):
-    return GptLM(config).init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+    return init_unboxed(GptLM(config), jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
 
 
 @functools.lru_cache
@@ -46,7 +47,7 @@ def test_cached_logits_equal_full_recomputation(variant):
     for row, p in enumerate(PROMPTS):
         ids[row, width - len(p):], mask[row, width - len(p):] = p, 1
     model = GptLM(config, decode=True)
-    cache = model.init(jax.random.PRNGKey(0), jnp.zeros((3, width + steps), jnp.int32))["cache"]
+    cache = init_unboxed(model, jax.random.PRNGKey(0), jnp.zeros((3, width + steps), jnp.int32))["cache"]
     apply = jax.jit(lambda cache, ids, mask: model.apply({"params": params, "cache": cache},
                                                          ids, mask, mutable=["cache"]))
     logits, v = apply(cache, ids, mask)

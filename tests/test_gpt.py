@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.models.gpt import GPT_SIZES, GptConfig, GptLM
 
 TINY = GptConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
@@ -16,7 +17,7 @@ def test_no_later_token_changes_an_earlier_logit(pre_ln, sparse):
     model = GptLM(dataclasses.replace(TINY, pre_ln=pre_ln, sparse_attention=sparse,
                                       attention_window=3))
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 61, (1, 10)), jnp.int32)
-    variables = model.init(jax.random.PRNGKey(0), ids)
+    variables = init_unboxed(model, jax.random.PRNGKey(0), ids)
     params, zeros = variables["params"], variables["perturbations"]
 
     def out(perturbations, t):  # position t's logits, as a function of every input vector
@@ -40,7 +41,7 @@ def test_parameter_counts_match_the_papers():
         s = GPT_SIZES[name]
         c = GptConfig(vocab_size=vocab, hidden_size=s["hidden_size"], num_layers=s["num_layers"],
                       num_heads=s["num_heads"], mlp_dim=4 * s["hidden_size"], max_len=s["max_len"])
-        shapes = jax.eval_shape(lambda: GptLM(c).init(jax.random.PRNGKey(0),
+        shapes = jax.eval_shape(lambda: init_unboxed(GptLM(c), jax.random.PRNGKey(0),
                                                       jnp.zeros((1, 8), jnp.int32)))
         return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes["params"]))
     assert count("gpt2-small") == 124_439_808  # the released GPT-2 small checkpoint
@@ -51,7 +52,7 @@ def test_parameter_counts_match_the_papers():
 def test_residual_projections_are_scaled_at_init():
     c = GptConfig(vocab_size=100, hidden_size=256, num_layers=8, num_heads=4, mlp_dim=1024,
                   max_len=8)
-    params = GptLM(c).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    params = init_unboxed(GptLM(c), jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
     layer = params["stack"]["layer_0"]
     std_out = float(np.std(layer["mlp"]["fc_out"]["kernel"])) / 0.88  # truncation at 2 sigma
     std_in = float(np.std(layer["mlp"]["fc_in"]["kernel"])) / 0.88
@@ -81,7 +82,7 @@ def test_sparse_layers_alternate_and_scan_equals_loop():
     ids = jnp.asarray(np.random.default_rng(1).integers(0, 61, (2, 12)), jnp.int32)
     config = dataclasses.replace(TINY, num_layers=4, sparse_attention=True, attention_window=2)
     loop = GptLM(config)
-    params = loop.init(jax.random.PRNGKey(0), ids)["params"]
+    params = init_unboxed(loop, jax.random.PRNGKey(0), ids)["params"]
     stacked = {k: v for k, v in params.items() if k != "stack"}
     stacked["stack"] = {"layers": jax.tree.map(lambda *x: jnp.stack(x),
                                                *[params["stack"][f"layer_{i}"] for i in range(4)])}

@@ -12,6 +12,7 @@ import optax
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.data import bpe
 from ssl_jax.data import tokenizer as wordpiece_lib
 from ssl_jax.interop import export, hf_bert, hf_gpt2
@@ -48,12 +49,12 @@ def _random_params(params, seed: int):
 
 def _bert_params(config: BertConfig, seed: int = 0):
     ids = jnp.zeros((1, 4), jnp.int32)
-    return _random_params(jax.eval_shape(lambda: BertForPreTraining(config).init(
+    return _random_params(jax.eval_shape(lambda: init_unboxed(BertForPreTraining(config), 
         jax.random.PRNGKey(0), ids, ids, ids))["params"], seed)
 
 
 def _gpt_params(config: GptConfig, seed: int = 0):
-    return _random_params(jax.eval_shape(lambda: GptLM(config).init(
+    return _random_params(jax.eval_shape(lambda: init_unboxed(GptLM(config), 
         jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))["params"], seed)
 
 
@@ -201,7 +202,7 @@ def _fake_run(workdir, config, model, inputs, tokenizer_save, losses):
     os.makedirs(workdir)
     write_config(config, workdir)
     tokenizer_save(os.path.join(workdir, "tokenizer"))
-    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs))["params"]
+    abstract = jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0), *inputs))["params"]
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     saved = {}
     for step, loss in enumerate(losses, 1):

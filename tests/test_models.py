@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.models import attention, transformer
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
 from ssl_jax.models.dropout import keep_mask
@@ -59,7 +60,7 @@ def test_block_matches_a_hand_written_reference(pre_ln):
     block = transformer.Block(num_heads=2, mlp_dim=16, pre_ln=pre_ln, dropout_rate=0.0,
                               attention_dropout_rate=0.0, layer_norm_eps=1e-6)
     x = np.random.default_rng(2).normal(size=(2, 4, 8)).astype(np.float32)
-    params = block.init(jax.random.PRNGKey(0), x, None)["params"]
+    params = init_unboxed(block, jax.random.PRNGKey(0), x, None)["params"]
     params = jax.tree_util.tree_map(
         lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(3), p.shape), params)
     out = block.apply({"params": params}, x, None)
@@ -103,7 +104,7 @@ def _batch(seed=0, B=2, S=12, P=3):
 def _model_and_params(config=TINY):
     model = BertForPreTraining(config)
     ids, seg, mask, pos = _batch()
-    return model, model.init(jax.random.PRNGKey(0), ids, seg, mask, pos)["params"]
+    return model, init_unboxed(model, jax.random.PRNGKey(0), ids, seg, mask, pos)["params"]
 
 
 def test_gathered_mlm_head_equals_full_logits_at_those_positions():

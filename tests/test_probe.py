@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.data.images import load_images
 from ssl_jax.eval.probe import extract_features, linear_probe
 from ssl_jax.models.vision import Vit, VitConfig
@@ -32,7 +33,7 @@ def test_probes_on_the_embedded_digits():
     assert pixels["accuracy"] > 0.9, pixels
     model = Vit(VitConfig(image_size=16, patch_size=4, hidden_size=32, num_layers=2,
                           num_heads=2, mlp_dim=64, pooling="mean"))
-    params = model.init(jax.random.PRNGKey(0), train_x[:1])["params"]
+    params = init_unboxed(model, jax.random.PRNGKey(0), train_x[:1])["params"]
     encode = lambda images: model.apply({"params": params}, images)[1]
     features = [extract_features(encode, x, batch_size=512) for x in (train_x, test_x)]
     assert features[0].shape == (len(train_x), 32)

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.models.transformer import TransformerConfig
 from ssl_jax.models.vision import (ConvNet, MaskedAutoencoder, Vit, VitConfig, patchify,
                                   sincos_positions, unpatchify)
@@ -75,7 +76,7 @@ def test_bad_patch_layouts_raise_naming_the_value(call, match):
 def test_patch_embedding_is_a_linear_map_of_each_patch_plus_its_position():
     model = Vit(CONFIG)
     images = _images()
-    params = model.init(jax.random.PRNGKey(1), images)["params"]
+    params = init_unboxed(model, jax.random.PRNGKey(1), images)["params"]
     captured = _stack_input(model, params, images)  # must be patches @ W + b + position
     kernel = params["patch_embedding"]["kernel"]
     bias = params["patch_embedding"]["bias"]
@@ -89,7 +90,7 @@ def test_dropped_patches_keep_their_positions():
     positions travel with their patches (mean pooling, so no [CLS])."""
     model = Vit(CONFIG)
     images = _images()
-    params = model.init(jax.random.PRNGKey(2), images)["params"]
+    params = init_unboxed(model, jax.random.PRNGKey(2), images)["params"]
     full, pooled = model.apply({"params": params}, images)
     perm = np.random.default_rng(0).permutation(CONFIG.num_patches)
     keep = jnp.asarray(np.stack([perm, perm]), jnp.int32)
@@ -103,7 +104,7 @@ def test_dropped_patches_keep_their_positions():
 def test_cls_pooling_and_bad_input():
     model = Vit(VitConfig(**{**CONFIG.__dict__, "pooling": "cls"}))
     images = _images()
-    params = model.init(jax.random.PRNGKey(3), images)["params"]
+    params = init_unboxed(model, jax.random.PRNGKey(3), images)["params"]
     tokens, pooled = model.apply({"params": params}, images)
     assert tokens.shape == (2, 17, 32)
     np.testing.assert_array_equal(pooled, tokens[:, 0])
@@ -134,7 +135,7 @@ def test_sincos_vit_adds_the_fixed_table_and_has_no_position_parameter():
     config = VitConfig(**{**CONFIG.__dict__, "position": "sincos"})
     model = Vit(config)
     images = _images()
-    params = model.init(jax.random.PRNGKey(1), images)["params"]
+    params = init_unboxed(model, jax.random.PRNGKey(1), images)["params"]
     assert "position" not in params
     embedded = np.asarray(patchify(images, 4)) @ np.asarray(params["patch_embedding"]["kernel"])
     embedded += np.asarray(params["patch_embedding"]["bias"]) + sincos_positions(4, 32)
@@ -142,7 +143,7 @@ def test_sincos_vit_adds_the_fixed_table_and_has_no_position_parameter():
                                atol=1e-5)
     decoder = TransformerConfig(hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
     mae = MaskedAutoencoder(config, decoder, num_visible=4)  # MAE: fixed tables in both
-    mae_params = mae.init(jax.random.PRNGKey(2), images, jnp.arange(16)[None] % 4 > 0)["params"]
+    mae_params = init_unboxed(mae, jax.random.PRNGKey(2), images, jnp.arange(16)[None] % 4 > 0)["params"]
     assert "position" not in mae_params["encoder"] and "decoder_position" not in mae_params
     with pytest.raises(ValueError, match="position='rope'"):
         VitConfig(position="rope")
@@ -163,7 +164,7 @@ def test_encoders_learn_to_tell_bright_from_dark_quadrants(encoder):
     model = Vit(CONFIG) if encoder == "vit" else ConvNet(channels=(16, 32), kernels=(3, 3),
                                                          pool_after=(True, False))
     head = jax.random.normal(jax.random.PRNGKey(5), (32, 4)) * 0.01
-    params = {"encoder": model.init(jax.random.PRNGKey(4), images[:1])["params"], "head": head}
+    params = {"encoder": init_unboxed(model, jax.random.PRNGKey(4), images[:1])["params"], "head": head}
 
     def loss_fn(p):
         _, pooled = model.apply({"params": p["encoder"]}, images)
@@ -195,7 +196,7 @@ def test_layer_features_match_the_encoders_own_outputs():
 
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, 16, 16, 3))
     conv = ConvNet((4, 6, 5), (3, 3, 3), (True, True, False))
-    params = conv.init(jax.random.PRNGKey(0), images)["params"]
+    params = init_unboxed(conv, jax.random.PRNGKey(0), images)["params"]
     np.testing.assert_allclose(layer_features(conv, params, images, 2),
                                conv.apply({"params": params}, images)[1], rtol=1e-6)
     first = nn.Conv(4, (3, 3), padding="SAME").apply({"params": params["conv_0"]}, images)
@@ -203,7 +204,7 @@ def test_layer_features_match_the_encoders_own_outputs():
                                jnp.mean(nn.relu(first), axis=(1, 2)), rtol=1e-5, atol=1e-6)
     vit = Vit(VitConfig(image_size=16, patch_size=4, hidden_size=16, num_layers=2,
                         num_heads=2, mlp_dim=32))
-    vparams = vit.init(jax.random.PRNGKey(0), images)["params"]
+    vparams = init_unboxed(vit, jax.random.PRNGKey(0), images)["params"]
     last = layer_features(vit, vparams, images, 1)  # block 1's [CLS], before the final LN
     normed = nn.LayerNorm(epsilon=1e-6).apply({"params": vparams["ln"]}, last)
     np.testing.assert_allclose(normed, vit.apply({"params": vparams}, images)[1], atol=1e-5)
@@ -220,7 +221,7 @@ def test_jigsaw_net_reads_tiles_in_their_order():
     tiles = jax.random.uniform(jax.random.PRNGKey(2), (2, 9, 8, 8, 3))
     net = JigsawNet(ConvNet((4, 8), (3, 3), (True, False)), num_permutations=7,
                     tile_features=6, hidden=10)
-    params = net.init(jax.random.PRNGKey(0), tiles)["params"]
+    params = init_unboxed(net, jax.random.PRNGKey(0), tiles)["params"]
     assert set(params) == {"encoder", "tile_fc", "fc", "classifier"}  # one encoder, shared
     logits = net.apply({"params": params}, tiles)
     assert logits.shape == (2, 7)
@@ -241,7 +242,7 @@ def test_context_encoder_predicts_every_pixel(encoder):
         model = ContextEncoder(enc, patch_size=4)
     else:
         model = ContextEncoder(ConvNet((4, 8), (3, 3), (True, True)))
-    params = model.init(jax.random.PRNGKey(0), images)["params"]
+    params = init_unboxed(model, jax.random.PRNGKey(0), images)["params"]
     out = model.apply({"params": params}, images)
     assert out.shape == images.shape and out.dtype == jnp.float32
     if encoder == "convnet":  # the channel-wise FC: one [h*w, h*w] map per channel

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.models.gpt import GptConfig, GptLM
 
 PROMPT_BUCKET = 16  # prompt lengths are padded up to a multiple of this (fewer compilations)
@@ -78,7 +79,7 @@ def _decoder(config: GptConfig, batch: int, prompt_len: int, max_new_tokens: int
     model = GptLM(config, decode=True)
     total = prompt_len + max_new_tokens
     cache_shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((batch, total), jnp.int32)))["cache"]
+        lambda: init_unboxed(model, jax.random.PRNGKey(0), jnp.zeros((batch, total), jnp.int32)))["cache"]
 
     def run(params, prompt, prompt_mask, rng, stop_id):
         cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_shapes)
@@ -213,7 +214,7 @@ class LanguageModel:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-            jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+            jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0),
                                               jnp.zeros((1, 8), jnp.int32))["params"]))
         params = ckpt.restore_params(abstract, step)
         ckpt.close()

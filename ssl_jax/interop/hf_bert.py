@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from tokenizers import normalizers, pre_tokenizers
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.data import tokenizer as wordpiece_lib
 from ssl_jax.files import read_json
 from ssl_jax.interop.hf_format import (
@@ -93,7 +94,7 @@ def abstract_params(config: BertConfig, *, pooler: bool = True, mlm: bool = Fals
     """Shapes/dtypes of the per-layer tree with these parts (no arrays are made)."""
     config = dataclasses.replace(config, scan_layers=False)
     ids = jnp.zeros((1, 1), jnp.int32)
-    tree = jax.eval_shape(lambda: BertForPreTraining(config).init(
+    tree = jax.eval_shape(lambda: init_unboxed(BertForPreTraining(config), 
         jax.random.PRNGKey(0), ids, ids, ids))["params"]
     tree = {"encoder": dict(tree["encoder"]), **{h: tree[h] for h, on in
                                                  (("mlm", mlm), ("nsp", nsp)) if on}}
@@ -106,7 +107,7 @@ def abstract_params(config: BertConfig, *, pooler: bool = True, mlm: bool = Fals
 def _fresh_pooler_fn(config: BertConfig):
     """The encoder's own pooler initialiser (XLA drops the rest of the init)."""
     ids = jnp.zeros((1, 1), jnp.int32)
-    return jax.jit(lambda rng: BertEncoder(config).init(rng, ids, ids, ids)["params"]["pooler"])
+    return jax.jit(lambda rng: init_unboxed(BertEncoder(config), rng, ids, ids, ids)["params"]["pooler"])
 
 
 # --- configs ---------------------------------------------------------------------------------

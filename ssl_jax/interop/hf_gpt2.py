@@ -18,6 +18,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.data import bpe as bpe_lib
 from ssl_jax.files import read_json
 from ssl_jax.interop.hf_format import (
@@ -73,7 +74,7 @@ def rules(num_layers: int) -> list[Rule]:
 def abstract_params(config: GptConfig) -> dict:
     """Shapes/dtypes of GptLM's per-layer tree (no arrays are made)."""
     config = dataclasses.replace(config, scan_layers=False)
-    return jax.eval_shape(lambda: GptLM(config).init(
+    return jax.eval_shape(lambda: init_unboxed(GptLM(config), 
         jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
 
 

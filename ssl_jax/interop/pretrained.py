@@ -15,6 +15,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.data import bpe as bpe_lib
 from ssl_jax.data.tokenizer import WordPiece
 from ssl_jax.interop import hf_bert, hf_gpt2
@@ -136,7 +137,7 @@ def _abstract(config: BertConfig):
     """BertForPreTraining's parameter shapes, placed on one device (what orbax restores to)."""
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     ids = jnp.zeros((1, 1), jnp.int32)
-    shapes = jax.eval_shape(lambda: BertForPreTraining(config).init(
+    shapes = jax.eval_shape(lambda: init_unboxed(BertForPreTraining(config), 
         jax.random.PRNGKey(0), ids, ids, ids))["params"]
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
 

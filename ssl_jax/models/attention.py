@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import dropout
+from ssl_jax.models.partitioning import axes
 
 Array = jax.Array
 Dtype = Any
@@ -63,8 +64,8 @@ class MultiHeadAttention(nn.Module):
         dense = functools.partial(
             nn.DenseGeneral,
             features=(self.num_heads, head_dim),
-            kernel_init=self.kernel_init,
-            bias_init=nn.initializers.zeros,
+            kernel_init=axes(self.kernel_init, "embed", "heads", "kv"),
+            bias_init=axes(nn.initializers.zeros, "heads", "kv"),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -87,8 +88,8 @@ class MultiHeadAttention(nn.Module):
         out = nn.DenseGeneral(  # [batch*seq, hidden]
             features=hidden,
             axis=(-2, -1),
-            kernel_init=self.out_kernel_init or self.kernel_init,
-            bias_init=nn.initializers.zeros,
+            kernel_init=axes(self.out_kernel_init or self.kernel_init, "heads", "kv", "embed"),
+            bias_init=axes(nn.initializers.zeros, "embed"),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="out",

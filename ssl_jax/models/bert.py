@@ -9,7 +9,9 @@ import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.attention import padding_mask
-from ssl_jax.models.transformer import TransformerConfig, get_activation, stack_fields
+from ssl_jax.models.partitioning import axes, constrain, dense_init
+from ssl_jax.models.transformer import (TransformerConfig, get_activation, layer_norm,
+                                        stack_fields)
 
 Array = jax.Array
 
@@ -42,17 +44,20 @@ class BertEmbeddings(nn.Module):
     def __call__(self, input_ids: Array, segment_ids: Array) -> Array:
         c = self.config
         init = nn.initializers.truncated_normal(c.initializer_range)
-        embed = lambda n, name: nn.Embed(n, c.hidden_size, embedding_init=init, dtype=c.dtype,
-                                        param_dtype=c.param_dtype, name=name)
+        embed = lambda n, rows, name: nn.Embed(
+            n, c.hidden_size, embedding_init=axes(init, rows, "embed"), dtype=c.dtype,
+            param_dtype=c.param_dtype, name=name)
         seq_len = input_ids.shape[1]
         if seq_len > c.max_position_embeddings:
             raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
                              f"{c.max_position_embeddings}")
-        x = embed(c.vocab_size, "word")(input_ids)  # [batch, seq, hidden]
-        x = x + embed(c.max_position_embeddings, "position")(jnp.arange(seq_len)[None, :])
-        x = x + embed(c.type_vocab_size, "segment")(segment_ids)
-        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
-                         name="ln")(x)
+        x = embed(c.vocab_size, "vocab", "word")(input_ids)  # [batch, seq, hidden]
+        x = x + embed(c.max_position_embeddings, "position", "position")(
+            jnp.arange(seq_len)[None, :])
+        x = x + embed(c.type_vocab_size, "segment", "segment")(segment_ids)
+        x = layer_norm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
+                       name="ln")(x)
+        x = constrain(x, "batch", "length", "embed")
         return Dropout(c.dropout_rate)(x, deterministic=self.deterministic)
 
 
@@ -67,8 +72,8 @@ class BertEncoder(nn.Module):
         c = self.config
         self.embeddings = BertEmbeddings(c, deterministic=self.deterministic)
         self.stack = c.stack(pre_ln=False, deterministic=self.deterministic)
-        self.pooler = nn.Dense(c.hidden_size, kernel_init=nn.initializers.truncated_normal(
-            c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype)
+        self.pooler = nn.Dense(c.hidden_size, **dense_init(nn.initializers.truncated_normal(
+            c.initializer_range), "embed", "mlp"), dtype=c.dtype, param_dtype=c.param_dtype)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array):
         """Returns (sequence [batch, seq, hidden], pooled [batch, hidden])."""
@@ -78,7 +83,7 @@ class BertEncoder(nn.Module):
         return x, pooled
 
     def word_embedding(self) -> Array:
-        return self.embeddings.variables["params"]["word"]["embedding"]
+        return nn.meta.unbox(self.embeddings.variables["params"]["word"]["embedding"])
 
 
 def gather_positions(sequence: Array, positions: Array) -> Array:
@@ -95,13 +100,14 @@ class MlmHead(nn.Module):
     def __call__(self, x: Array, word_embedding: Array) -> Array:
         c = self.config
         shape = x.shape  # [..., hidden], flattened for the dense (see MultiHeadAttention)
-        x = nn.Dense(c.hidden_size, kernel_init=nn.initializers.truncated_normal(
-            c.initializer_range), dtype=c.dtype, param_dtype=c.param_dtype, name="transform")(
-            x.reshape(-1, shape[-1]))
+        x = nn.Dense(c.hidden_size, **dense_init(nn.initializers.truncated_normal(
+            c.initializer_range), "embed", "mlp"), dtype=c.dtype, param_dtype=c.param_dtype,
+            name="transform")(x.reshape(-1, shape[-1]))
         x = get_activation(c.activation)(x)
-        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
-                         name="ln")(x)
-        bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.param_dtype)
+        x = layer_norm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
+                       name="ln")(x)
+        bias = self.param("bias", axes(nn.initializers.zeros, "vocab"), (c.vocab_size,),
+                          c.param_dtype)
         logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype))
         logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)[None, :]  # [n, vocab]
         return logits.reshape(shape[:-1] + (c.vocab_size,))  # [..., vocab]
@@ -116,8 +122,8 @@ class BertForPreTraining(nn.Module):
     def setup(self):
         self.encoder = BertEncoder(self.config, deterministic=self.deterministic)
         self.mlm = MlmHead(self.config)
-        self.nsp = nn.Dense(2, kernel_init=nn.initializers.truncated_normal(
-            self.config.initializer_range), dtype=self.config.dtype,
+        self.nsp = nn.Dense(2, **dense_init(nn.initializers.truncated_normal(
+            self.config.initializer_range), "embed", "classes"), dtype=self.config.dtype,
             param_dtype=self.config.param_dtype)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
-from ssl_jax.models.transformer import TransformerConfig, stack_fields
+from ssl_jax.models.partitioning import axes, constrain
+from ssl_jax.models.transformer import TransformerConfig, layer_norm, stack_fields
 
 Array = jax.Array
 
@@ -133,11 +134,13 @@ class GptLM(nn.Module):
             c.attention_window if c.sparse_attention else None)
 
         init = nn.initializers.truncated_normal(c.initializer_range)
-        wte = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=init, dtype=c.dtype,
-                       param_dtype=c.param_dtype, name="token")
-        x = wte(input_ids) + nn.Embed(c.max_len, c.hidden_size, embedding_init=init,
+        wte = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=axes(init, "vocab", "embed"),
+                       dtype=c.dtype, param_dtype=c.param_dtype, name="token")
+        x = wte(input_ids) + nn.Embed(c.max_len, c.hidden_size,
+                                      embedding_init=axes(init, "position", "embed"),
                                       dtype=c.dtype, param_dtype=c.param_dtype,
                                       name="position")(positions)
+        x = constrain(x, "batch", "length", "embed")
         x = self.perturb("embeddings", x)  # lets tests/probes take d(out)/d(inputs)
         x = Dropout(c.dropout_rate)(x, deterministic=self.deterministic)
         # GPT-2: residual projections scaled by 1/sqrt(2 * layers) at init.
@@ -147,7 +150,7 @@ class GptLM(nn.Module):
                     out_kernel_init=residual_init, decode=self.decode, name="stack")(
                         x, attend, band)
         if c.pre_ln:
-            x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype,
+            x = layer_norm(epsilon=c.layer_norm_eps, dtype=c.dtype,
                              param_dtype=c.param_dtype, name="ln_final")(x)
         if return_hidden:
             return x

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models.bert import BertConfig, BertEncoder
 from ssl_jax.models.dropout import Dropout
+from ssl_jax.models.partitioning import dense_init
 
 Array = jax.Array
 HEADS = ("sequence", "token", "span")
@@ -45,7 +46,8 @@ class BertWithHead(nn.Module):
         c = self.config
         self.encoder = BertEncoder(c, deterministic=self.deterministic)
         self.classifier = nn.Dense(
-            self.num_outputs, kernel_init=nn.initializers.truncated_normal(c.initializer_range),
+            self.num_outputs,
+            **dense_init(nn.initializers.truncated_normal(c.initializer_range), "embed", "classes"),
             dtype=c.dtype, param_dtype=c.param_dtype)
         self.dropout = Dropout(self.classifier_dropout)
 

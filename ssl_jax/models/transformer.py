@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.attention import MultiHeadAttention
+from ssl_jax.models.partitioning import axes, constrain
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -43,14 +44,21 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool) -> Array:
         shape, hidden = x.shape, x.shape[-1]  # x: [..., hidden]
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
-                                  bias_init=nn.initializers.zeros)
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         # [tokens, hidden]: one contracting axis for the kernel gradients (fast on XLA:CPU)
-        h = dense(self.mlp_dim, kernel_init=self.kernel_init, name="fc_in")(
+        h = dense(self.mlp_dim, kernel_init=axes(self.kernel_init, "embed", "mlp"),
+                  bias_init=axes(nn.initializers.zeros, "mlp"), name="fc_in")(
             x.reshape(-1, hidden))  # [tokens, mlp]
         h = get_activation(self.activation)(h)
-        h = dense(hidden, kernel_init=self.out_kernel_init or self.kernel_init, name="fc_out")(h)
+        h = dense(hidden, kernel_init=axes(self.out_kernel_init or self.kernel_init, "mlp", "embed"),
+                  bias_init=axes(nn.initializers.zeros, "embed"), name="fc_out")(h)
         return Dropout(self.dropout_rate)(h.reshape(shape), deterministic=deterministic)
+
+
+def layer_norm(**kw) -> nn.LayerNorm:
+    """nn.LayerNorm with logical axes on its scale and bias (the model width)."""
+    return nn.LayerNorm(scale_init=axes(nn.initializers.ones, "embed"),
+                        bias_init=axes(nn.initializers.zeros, "embed"), **kw)
 
 
 class Block(nn.Module):
@@ -76,7 +84,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array | None) -> Array:
-        norm = functools.partial(nn.LayerNorm, epsilon=self.layer_norm_eps, dtype=self.dtype,
+        norm = functools.partial(layer_norm, epsilon=self.layer_norm_eps, dtype=self.dtype,
                                  param_dtype=self.param_dtype)
         attention = MultiHeadAttention(
             num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
@@ -90,10 +98,12 @@ class Block(nn.Module):
         if self.pre_ln:
             x = x + drop(attention(norm(name="ln_attention")(x), mask, deterministic=det),
                          deterministic=det)
-            return x + mlp(norm(name="ln_mlp")(x), deterministic=det)
-        x = norm(name="ln_attention")(x + drop(attention(x, mask, deterministic=det),
-                                                deterministic=det))
-        return norm(name="ln_mlp")(x + mlp(x, deterministic=det))
+            x = x + mlp(norm(name="ln_mlp")(x), deterministic=det)
+        else:
+            x = norm(name="ln_attention")(x + drop(attention(x, mask, deterministic=det),
+                                                    deterministic=det))
+            x = norm(name="ln_mlp")(x + mlp(x, deterministic=det))
+        return constrain(x, "batch", "length", "embed")
 
 
 class _ScanBlock(Block):
@@ -131,6 +141,7 @@ class Stack(nn.Module):
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast, 0),
                 length=self.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
             )
             use_alt = jnp.arange(self.num_layers) % 2 == 1
             x, _ = scanned(**kw, name="layers")(x, (mask, alt_mask), use_alt)

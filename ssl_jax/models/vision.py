@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.models.transformer import DTYPES, TransformerConfig, stack_fields
+from ssl_jax.models.partitioning import axes, conv_init, constrain, dense_init
+from ssl_jax.models.transformer import DTYPES, TransformerConfig, layer_norm, stack_fields
 
 Array = jax.Array
 
@@ -123,7 +124,8 @@ def position_embedding(module: nn.Module, kind: str, grid: int, dim: int, name: 
     or the fixed sine-cosine table ("sincos", no parameter)."""
     if kind == "sincos":
         return jnp.asarray(sincos_positions(grid, dim), config.dtype)[None]
-    return module.param(name, init, (1, grid * grid, dim), config.param_dtype).astype(config.dtype)
+    return module.param(name, axes(init, None, "position", "embed"), (1, grid * grid, dim),
+                        config.param_dtype).astype(config.dtype)
 
 
 class Vit(nn.Module):
@@ -144,18 +146,20 @@ class Vit(nn.Module):
         init = nn.initializers.truncated_normal(c.initializer_range)
         patches = patchify(images.astype(c.dtype), c.patch_size)  # [batch, N, p*p*C]
         b, n, d = patches.shape
-        x = nn.Dense(c.hidden_size, kernel_init=init, dtype=c.dtype, param_dtype=c.param_dtype,
-                     name="patch_embedding")(patches.reshape(b * n, d)).reshape(b, n, -1)
+        x = nn.Dense(c.hidden_size, **dense_init(init, "pixels", "embed"), dtype=c.dtype,
+                     param_dtype=c.param_dtype, name="patch_embedding")(patches.reshape(b * n, d)).reshape(b, n, -1)
         x = x + position_embedding(self, c.position, c.image_size // c.patch_size,
                                    c.hidden_size, "position", init, c)
         if keep is not None:  # [batch, K]
             x = jnp.take_along_axis(x, keep[..., None], axis=1)
         if c.pooling == "cls":
-            cls = self.param("cls", init, (1, 1, c.hidden_size), c.param_dtype).astype(c.dtype)
+            cls = self.param("cls", axes(init, None, None, "embed"), (1, 1, c.hidden_size),
+                             c.param_dtype).astype(c.dtype)
             x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c.hidden_size)), x], axis=1)
+        x = constrain(x, "batch", "length", "embed")
         x = c.stack(pre_ln=True, deterministic=self.deterministic, name="stack")(x, None)
-        x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
-                         name="ln")(x)
+        x = layer_norm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
+                       name="ln")(x)
         pooled = x[:, 0] if c.pooling == "cls" else jnp.mean(x, axis=1)
         return x, pooled
 
@@ -179,7 +183,7 @@ class ConvNet(nn.Module):
                              f"{self.pool_after} must have one entry per layer")
         x = images.astype(self.dtype)
         for i, (ch, k, pool) in enumerate(zip(self.channels, self.kernels, self.pool_after)):
-            x = nn.Conv(ch, (k, k), padding="SAME", dtype=self.dtype,
+            x = nn.Conv(ch, (k, k), padding="SAME", **conv_init(), dtype=self.dtype,
                         param_dtype=self.param_dtype, name=f"conv_{i}")(x)
             x = nn.relu(x)
             if pool:
@@ -208,12 +212,13 @@ class MaskedAutoencoder(nn.Module):
         keep, restore = order[:, :num_keep], jnp.argsort(order, axis=1)
         latent, _ = Vit(c, deterministic=self.deterministic, name="encoder")(images, keep)
         init = nn.initializers.truncated_normal(d.initializer_range)
-        x = nn.Dense(d.hidden_size, kernel_init=init, dtype=d.dtype, param_dtype=d.param_dtype,
-                     name="decoder_embedding")(latent)
+        x = nn.Dense(d.hidden_size, **dense_init(init, "mlp", "embed"), dtype=d.dtype,
+                     param_dtype=d.param_dtype, name="decoder_embedding")(latent)
         has_cls = c.pooling == "cls"
         patches = x[:, 1:] if has_cls else x  # [batch, K, dec]
         b = x.shape[0]
-        mask_token = self.param("mask_token", init, (1, 1, d.hidden_size), d.param_dtype)
+        mask_token = self.param("mask_token", axes(init, None, None, "embed"),
+                                (1, 1, d.hidden_size), d.param_dtype)
         filled = jnp.concatenate(
             [patches, jnp.broadcast_to(mask_token.astype(d.dtype), (b, n - num_keep, d.hidden_size))],
             axis=1)
@@ -223,12 +228,12 @@ class MaskedAutoencoder(nn.Module):
         if has_cls:
             filled = jnp.concatenate([x[:, :1], filled], axis=1)
         y = d.stack(pre_ln=True, deterministic=self.deterministic, name="decoder")(filled, None)
-        y = nn.LayerNorm(epsilon=d.layer_norm_eps, dtype=d.dtype, param_dtype=d.param_dtype,
-                         name="decoder_ln")(y)
+        y = layer_norm(epsilon=d.layer_norm_eps, dtype=d.dtype, param_dtype=d.param_dtype,
+                       name="decoder_ln")(y)
         y = y[:, 1:] if has_cls else y
         pixels = c.patch_size * c.patch_size * c.channels
-        pred = nn.Dense(pixels, kernel_init=init, dtype=d.dtype, param_dtype=d.param_dtype,
-                        name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
+        pred = nn.Dense(pixels, **dense_init(init, "embed", "pixels"), dtype=d.dtype,
+                        param_dtype=d.param_dtype, name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
         return pred.astype(jnp.float32)
 
 
@@ -247,9 +252,11 @@ class JigsawNet(nn.Module):
     def __call__(self, tiles: Array) -> Array:
         b, n = tiles.shape[:2]
         _, pooled = self.encoder(tiles.reshape(b * n, *tiles.shape[2:]))  # [b*n, D]
-        x = nn.relu(nn.Dense(self.tile_features, name="tile_fc")(pooled))
-        x = nn.relu(nn.Dense(self.hidden, name="fc")(x.reshape(b, n * self.tile_features)))
-        return nn.Dense(self.num_permutations, name="classifier")(x)
+        dense = lambda n, inputs, outputs, name: nn.Dense(
+            n, **dense_init(nn.initializers.lecun_normal(), inputs, outputs), name=name)
+        x = nn.relu(dense(self.tile_features, "embed", "mlp", "tile_fc")(pooled))
+        x = nn.relu(dense(self.hidden, "mlp", "embed", "fc")(x.reshape(b, n * self.tile_features)))
+        return dense(self.num_permutations, "embed", "classes", "classifier")(x)
 
 
 class ContextEncoder(nn.Module):
@@ -274,15 +281,16 @@ class ContextEncoder(nn.Module):
         if self.patch_size:
             p = self.patch_size
             tokens = feats[:, -(height // p) * (width // p):]  # drop [CLS] if present
-            pixels = nn.Dense(p * p * self.channels, name="decoder_pred")(tokens)
+            pixels = nn.Dense(p * p * self.channels, name="decoder_pred", **dense_init(
+                nn.initializers.lecun_normal(), "embed", "pixels"))(tokens)
             return unpatchify(pixels, p, height, width).astype(jnp.float32)
         _, h, w, c = feats.shape
         maps = feats.transpose(0, 3, 1, 2).reshape(b, c, h * w)  # [b, c, h*w]
-        kernel = self.param("channelwise_fc", nn.initializers.lecun_normal(batch_axis=(0,)),
-                            (c, h * w, h * w))
+        kernel = self.param("channelwise_fc", axes(nn.initializers.lecun_normal(
+            batch_axis=(0,)), "channels", None, None), (c, h * w, h * w))
         maps = jnp.einsum("bcs,cst->bct", maps, kernel.astype(maps.dtype))
         x = nn.relu(maps.reshape(b, c, h, w).transpose(0, 2, 3, 1))
-        x = nn.relu(nn.Conv(c, (1, 1), name="bottleneck_mix")(x))
+        x = nn.relu(nn.Conv(c, (1, 1), **conv_init(), name="bottleneck_mix")(x))
         ups = int(round(np.log2(height / h)))
         if h * 2 ** ups != height:
             raise ValueError(f"encoder output {h}x{w} does not up-sample by powers of 2 to "
@@ -291,8 +299,9 @@ class ContextEncoder(nn.Module):
             # transposed convolution is ~4x slower on XLA:CPU for the same map)
             ch = self.decoder_channels[min(i, len(self.decoder_channels) - 1)]
             x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
-            x = nn.relu(nn.Conv(ch, (3, 3), name=f"up_{i}")(x))
-        return nn.Conv(self.channels, (3, 3), name="decoder_pred")(x).astype(jnp.float32)
+            x = nn.relu(nn.Conv(ch, (3, 3), **conv_init(), name=f"up_{i}")(x))
+        return nn.Conv(self.channels, (3, 3), **conv_init(), name="decoder_pred")(x).astype(
+            jnp.float32)
 
 
 class Discriminator(nn.Module):
@@ -304,8 +313,10 @@ class Discriminator(nn.Module):
     def __call__(self, images: Array) -> Array:
         x = images
         for i, ch in enumerate(self.channels):
-            x = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), name=f"conv_{i}")(x), 0.2)
-        return nn.Dense(1, name="logit")(x.reshape(x.shape[0], -1))[:, 0]
+            x = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), **conv_init(),
+                                      name=f"conv_{i}")(x), 0.2)
+        return nn.Dense(1, name="logit", **dense_init(nn.initializers.lecun_normal(), "embed",
+                                                     "classes"))(x.reshape(x.shape[0], -1))[:, 0]
 
 
 

@@ -10,6 +10,8 @@ import grain
 import jax
 import numpy as np
 
+from ssl_jax.models.partitioning import unbox
+
 Stats = dict[str, tuple[jax.Array, jax.Array]]  # name -> (sum over examples, count)
 
 
@@ -43,9 +45,15 @@ class Task:
         """A batch of the right shapes and dtypes (its values mean nothing)."""
         raise NotImplementedError
 
-    def init_params(self, rng: jax.Array) -> Any:
+    def init_boxed(self, rng: jax.Array) -> Any:
+        """The initial parameters with their logical axis names (nn.LogicallyPartitioned
+        leaves): what the train loop reads the sharding from (ssl_jax.train.sharding)."""
         batch = self.dummy_batch(1)
         return self.build_model(train=False).init(rng, **self.model_inputs(batch))["params"]
+
+    def init_params(self, rng: jax.Array) -> Any:
+        """The initial parameters as plain arrays."""
+        return unbox(self.init_boxed(rng))
 
     def model_inputs(self, batch: dict) -> dict:
         raise NotImplementedError

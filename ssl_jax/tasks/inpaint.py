@@ -74,7 +74,7 @@ class Inpaint(ImagePretext):
                               patch_size=patch,
                               decoder_channels=tuple(self.config.pretext.decoder_channels))
 
-    def init_params(self, rng):
+    def init_boxed(self, rng):
         images = self.dummy_batch(1)["image"]
         gen_rng, disc_rng = jax.random.split(rng)
         generator = self.build_model(train=False).init(gen_rng, images)["params"]
