@@ -78,6 +78,11 @@ def training(**kw) -> ml_collections.ConfigDict:
         checkpoint_every_steps=derived_int(),
         checkpoint_keep=3, num_eval_batches=ml_collections.FieldReference(None, field_type=int),
         seed=0, parallel="jit", data_threads=2,
+        # the device mesh (-1: the rest of the devices) and how parameters shard over it:
+        # "dp" | "fsdp" | "fsdp_tp" | [(logical axis, mesh axes), ...] (ssl_jax.train.sharding)
+        mesh=dict(data=-1, fsdp=1, tensor=1),
+        sharding_rules=ml_collections.FieldReference("dp", field_type=object),
+        grad_accum_steps=1,  # microbatches per optimizer step (one jitted step)
         optimizer=dict(name="adamw", learning_rate=1e-4, end_learning_rate=0.0,
                        warmup_steps=0.1, decay="linear", b1=0.9, b2=0.999, eps=1e-6,
                        weight_decay=0.01, grad_clip_norm=1.0)))

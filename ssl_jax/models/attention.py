@@ -6,6 +6,7 @@ knows which model it serves. Softmax always runs in float32.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -38,6 +39,38 @@ def heads_major_attention(query: Array, key: Array, value: Array, mask: Array | 
     return jnp.einsum("bhqk,bhkd->bhqd", weights, value.astype(dtype))
 
 
+class HeadsDense(nn.Module):
+    """nn.DenseGeneral's computation (same initial values, same dot) with logical axis names
+    on its multi-axis kernel: the last `num_in` axes of x are contracted with the kernel
+    [*in, *features]. (DenseGeneral initialises a flattened kernel and reshapes it, which
+    logical-axis metadata of the full rank cannot pass through.)"""
+
+    features: tuple[int, ...]
+    num_in: int
+    kernel_axes: tuple[str | None, ...]
+    bias_axes: tuple[str | None, ...]
+    kernel_init: Callable = nn.initializers.truncated_normal(0.02)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        inputs = x.shape[x.ndim - self.num_in:]
+        flat = (math.prod(inputs), math.prod(self.features))
+
+        def kernel_init(rng, shape, dtype):
+            return jnp.reshape(self.kernel_init(rng, flat, dtype), shape)
+
+        kernel = self.param("kernel", axes(kernel_init, *self.kernel_axes),
+                            inputs + self.features, self.param_dtype)
+        bias = self.param("bias", axes(nn.initializers.zeros, *self.bias_axes), self.features,
+                          self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        contract = tuple(range(x.ndim - self.num_in, x.ndim))
+        out = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.num_in))), ((), ())))
+        return out + jnp.reshape(bias, (1,) * (out.ndim - len(self.features)) + self.features)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention: q/k/v projections, attention op, output projection.
 
@@ -62,10 +95,12 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads={self.num_heads}")
         head_dim = hidden // self.num_heads
         dense = functools.partial(
-            nn.DenseGeneral,
+            HeadsDense,
             features=(self.num_heads, head_dim),
-            kernel_init=axes(self.kernel_init, "embed", "heads", "kv"),
-            bias_init=axes(nn.initializers.zeros, "heads", "kv"),
+            num_in=1,
+            kernel_axes=("embed", "heads", "kv"),
+            bias_axes=("heads", "kv"),
+            kernel_init=self.kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -85,11 +120,12 @@ class MultiHeadAttention(nn.Module):
         out = heads_major_attention(
             query, key, value, mask, dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
             deterministic=deterministic, dtype=self.dtype).transpose(0, 2, 1, 3)
-        out = nn.DenseGeneral(  # [batch*seq, hidden]
-            features=hidden,
-            axis=(-2, -1),
-            kernel_init=axes(self.out_kernel_init or self.kernel_init, "heads", "kv", "embed"),
-            bias_init=axes(nn.initializers.zeros, "embed"),
+        out = HeadsDense(  # [batch*seq, hidden]
+            features=(hidden,),
+            num_in=2,
+            kernel_axes=("heads", "kv", "embed"),
+            bias_axes=("embed",),
+            kernel_init=self.out_kernel_init or self.kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="out",

@@ -7,6 +7,9 @@ reproducible, and different keys (layers, steps) give independent masks.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,10 +23,34 @@ def _fmix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
+_BATCH_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("batch_axis",
+                                                                         default=None)
+
+
+@contextlib.contextmanager
+def global_dropout_positions(axis_name: str | None):
+    """Inside a pmapped function over `axis_name` (batch split along the leading axis):
+    number elements by their position in the global batch, so each device draws its slice of
+    the mask one device would draw for the whole batch. None: no offset (jit, one device)."""
+    token = _BATCH_AXIS.set(axis_name)
+    try:
+        yield
+    finally:
+        _BATCH_AXIS.reset(token)
+
+
 def keep_mask(rng: jax.Array, shape: tuple[int, ...], keep_prob: float) -> jax.Array:
-    """bool mask, True with probability keep_prob (to 2^-32), independently per element."""
+    """bool mask, True with probability keep_prob (to 2^-32), independently per element
+    (elements are numbered in row-major order of the global batch: see
+    global_dropout_positions)."""
     seeds = jax.random.bits(rng, (2,), jnp.uint32)
     index = jnp.zeros(shape, jnp.uint32)
+    axis = _BATCH_AXIS.get()
+    if axis is not None:  # this device's rows start at axis_index * (its elements)
+        size = 1
+        for n in shape:
+            size = (size * n) % (1 << 32)
+        index = index + jax.lax.axis_index(axis).astype(jnp.uint32) * jnp.uint32(size)
     stride = 1
     for axis in range(len(shape) - 1, -1, -1):
         index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)

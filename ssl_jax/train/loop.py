@@ -28,8 +28,9 @@ _POSITIVE = ("batch_size", "max_seq_len", "log_every_steps", "eval_every_steps",
              "checkpoint_every_steps")
 
 
-def check_config(config) -> None:
-    """Top-level checks shared by every task (task-specific ones live in the task)."""
+def check_config(config) -> Parallel:
+    """Top-level checks shared by every task (task-specific ones live in the task); returns
+    the run's layout (mesh and sharding rules, checked)."""
     for name in _POSITIVE:
         if not isinstance(config[name], int) or config[name] < 1:
             raise ValueError(f"config.{name}={config[name]!r} must be a positive integer")
@@ -37,7 +38,13 @@ def check_config(config) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"config.num_train_steps={steps!r} must be an integer >= 0 (0: the "
                          f"initial parameters are evaluated and kept untrained)")
-    check_batch_size(config.batch_size)
+    accumulate = config.get("grad_accum_steps", 1)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"config.grad_accum_steps={accumulate!r} must be a positive integer "
+                         f"(1: no accumulation)")
+    parallel = Parallel.from_config(config)
+    check_batch_size(config.batch_size, accumulate, parallel.mesh)
+    return parallel
 
 
 class _StopRequest:
@@ -77,7 +84,7 @@ def evaluate(task, parallel: Parallel, eval_step, params, batch_size: int,
     counts: dict[str, float] = {}
     outputs: dict[str, list] = {}
     for batch in eval_batches(task.eval_examples(), batch_size, max_batches):
-        device_batch = parallel.put_batch(batch)
+        device_batch = parallel.put_global_batch(batch)  # every process holds the whole batch
         out = jax.device_get(eval_step(params, device_batch))
         for k, (s, c) in out.items():
             sums[k] = sums.get(k, 0.0) + float(s)
@@ -110,15 +117,41 @@ def train_and_evaluate(config, workdir: str, task, *, progress: bool = True,
     stop_after: run at most this many steps in this call, then checkpoint and return (a
     time-sliced job; the next call resumes exactly where this one stopped).
     Returns the final metrics (train and eval) and how the run ended."""
-    check_config(config)
+    parallel = check_config(config)
     with RunDir(config, workdir) as run_dir:  # refuses another run's workdir, writing nothing
-        return _train(config, workdir, run_dir, task, progress, stop_after)
+        return _train(config, workdir, run_dir, task, parallel, progress, stop_after)
 
 
-def _train(config, workdir: str, run_dir: RunDir, task, progress: bool,
+def build_state(config, task, parallel: Parallel, *, fresh: bool):
+    """The TrainState, created sharded (parameters initialised by one jit whose outputs
+    are already in their shardings: no full copy on one device), with its shardings and
+    the optimizer's schedule. fresh: a new run (task.transfer places e.g. a pre-trained
+    encoder), else the initial values are overwritten by a restore."""
+    rng = jax.random.PRNGKey(config.seed)
+    param_shardings = parallel.param_shardings(jax.eval_shape(task.init_boxed, rng))
+    abstract_params = jax.eval_shape(task.init_params, rng)
+    tx, schedule = make_optimizer(config, task.update_multipliers(abstract_params))
+    apply_fn = task.build_model(train=True).apply
+
+    def create(params):
+        state = TrainState.create(apply_fn=apply_fn, params=params, tx=tx)
+        return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so orbax restores it
+
+    shardings = parallel.state_shardings(jax.eval_shape(create, abstract_params),
+                                         param_shardings, tx)
+    if parallel.mode == "pmap":
+        shardings = jax.tree_util.tree_map(lambda _: parallel.replicated, shardings)
+    params = jax.jit(task.init_params, out_shardings=shardings.params)(rng)
+    if fresh:
+        params = jax.device_put(task.transfer(params), shardings.params)
+    state = jax.jit(create, in_shardings=(shardings.params,), out_shardings=shardings,
+                    donate_argnums=(0,))(params)
+    return state, shardings, schedule
+
+
+def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, progress: bool,
            stop_after: int | None) -> dict[str, Any]:
     task = task(config, workdir) if callable(task) else task  # reads data, raises on bad input
-    parallel = Parallel(config.parallel)
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_keep,
                                 best_metric=task.best_metric, best_mode=task.best_mode)
@@ -128,26 +161,31 @@ def _train(config, workdir: str, run_dir: RunDir, task, progress: bool,
     except ValueError:
         checkpointer.close()
         raise
-    params = jax.jit(task.init_params)(jax.random.PRNGKey(config.seed))
-    if resumed_from is None:
-        params = task.transfer(params)  # e.g. a pre-trained encoder under a fresh head
-    tx, schedule = make_optimizer(config, task.update_multipliers(params))
-    state = TrainState.create(apply_fn=task.build_model(train=True).apply, params=params, tx=tx)
-    state = state.replace(step=jnp.zeros((), jnp.int32))  # an array, so orbax can restore it
+    try:
+        state, shardings, schedule = build_state(config, task, parallel,
+                                                 fresh=resumed_from is None)
+    except ValueError:  # e.g. a parameter that does not divide over its mesh axes
+        checkpointer.close()
+        raise
     dataset = task.train_dataset(jax.process_index(), jax.process_count())
     iterator = iter(dataset.to_iter_dataset(
         grain.ReadOptions(num_threads=config.data_threads, prefetch_buffer_size=8)))
-    if resumed_from is not None:
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    if resumed_from is not None:  # onto this run's mesh, whatever mesh saved it
+        abstract = jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+        del state
         state, data_state = checkpointer.restore(abstract)
         iterator.set_state(data_state)
     start = int(state.step)
     writer = MetricWriter(workdir, resume_step=resumed_from)
-    state = parallel.put_state(state)
+    state = parallel.put_state(state, shardings)
     train_step = parallel.wrap_train_step(
-        make_train_step(task, config.seed, schedule, parallel.axis_name))
-    eval_step = parallel.wrap_eval_step(make_eval_step(task, parallel.axis_name))
-    predict_step = parallel.wrap_predict_step(task.predict) if task.predict_outputs else None
+        make_train_step(task, config.seed, schedule, parallel.axis_name,
+                        config.get("grad_accum_steps", 1)), shardings)
+    eval_step = parallel.wrap_eval_step(make_eval_step(task, parallel.axis_name),
+                                        shardings.params)
+    predict_step = (parallel.wrap_predict_step(task.predict, shardings.params)
+                    if task.predict_outputs else None)
 
     total = config.num_train_steps
     tokens_per_step = config.batch_size * task.tokens_per_example()
@@ -222,8 +260,10 @@ def _train(config, workdir: str, run_dir: RunDir, task, progress: bool,
                "resumed_from": resumed_from, "best_checkpoint": checkpointer.best_step(),
                "selection": f"{task.best_metric}:{task.best_mode}",
                **{k: v for k, v in last.items() if k != "step"}}
+    if ended == "completed":
+        params = parallel.params_on_host(state.params)  # a collective: every process takes part
     if ended == "completed" and jax.process_index() == 0:
-        summary.update(task.finish(jax.device_get(parallel.get_state(state).params), workdir))
+        summary.update(task.finish(params, workdir))
         report.write_report(workdir, config, task.describe(), summary)
     write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
