@@ -53,9 +53,11 @@ def _run(kind, config, workdir):
     return dict(losses=losses, **{k: summary[k] for k in COMPARED if k in summary})
 
 
-# Pre-training in the default run; fine-tuning's scored predictions under -m slow (the same
-# Parallel wrappers plus the predict step; ~45 s more).
-@pytest.mark.parametrize("kind", ["pretrain", pytest.param("finetune", marks=pytest.mark.slow)])
+# Both under -m slow: pre-training's layouts (pmap and jit among them, dropout on) are in the
+# default run's test_scale.py, and fine-tuning's scored predictions across two processes in
+# test_multihost.py; this keeps the dropout-off jit = pmap check of both kinds.
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["pretrain", "finetune"])
 def test_pmap_equals_jit_equals_one_device(tmp_path, kind):
     if kind == "pretrain":
         single = {"pretrain": _run("pretrain", tiny_config(**FIELDS), str(tmp_path / "single"))}

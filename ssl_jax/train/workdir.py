@@ -31,7 +31,10 @@ import shutil
 from ssl_jax.files import read_json, write_atomic
 
 RUN_CONTROL = ("num_train_steps", "num_train_epochs", "log_every_steps", "eval_every_steps",
-               "checkpoint_every_steps", "checkpoint_keep", "num_eval_batches", "data_threads")
+               "checkpoint_every_steps", "checkpoint_keep", "num_eval_batches", "data_threads",
+               # the layout: a run saved on one mesh resumes on another with the same losses
+               "parallel", "mesh.data", "mesh.fsdp", "mesh.tensor", "sharding_rules",
+               "grad_accum_steps")
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
 _MAX_LISTED = 8  # fields named in a refusal; the rest are counted
