@@ -25,7 +25,7 @@ MODELS = {
     "vit": ("vision/mae.py:steps=5,image_size=16,batch=8",
             {"model.num_layers": "2", "model.hidden_size": "64", "model.num_heads": "2",
              "model.mlp_dim": "128", "model.dropout_rate": "0.1",
-             "model.attention_dropout_rate": "0.1"}),
+             "model.attention_dropout_rate": "0.1", "data.limit": "400"}),
 }
 LAYOUTS = {  # name -> overrides
     "one": {},
