@@ -38,8 +38,10 @@ GPT_SIZES: dict[str, dict[str, int]] = {
     "gpt3-small": dict(num_layers=12, hidden_size=768, num_heads=12, max_len=2048),
     "gpt3-medium": dict(num_layers=24, hidden_size=1024, num_heads=16, max_len=2048),
     "gpt3-large": dict(num_layers=24, hidden_size=1536, num_heads=16, max_len=2048),
-    "gpt3-xl": dict(num_layers=24, hidden_size=2048, num_heads=24, max_len=2048),
-    "gpt3-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=32, max_len=2048),
+    # Table 2.1 prints 24 heads of 128 for d_model 2048: 24 does not divide 2048 (24 x 128 =
+    # 3072). Implementations use 16 heads of 128, keeping the width, as for 13B below.
+    "gpt3-xl": dict(num_layers=24, hidden_size=2048, num_heads=16, max_len=2048),
+        "gpt3-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=32, max_len=2048),
     "gpt3-6.7b": dict(num_layers=32, hidden_size=4096, num_heads=32, max_len=2048),
     # Table 2.1 prints d_model 5140 with 40 heads of 128: the model is 40 x 128 = 5120 wide.
     "gpt3-13b": dict(num_layers=40, hidden_size=5120, num_heads=40, max_len=2048),
