@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
-from ssl_jax.models.attention import padding_mask
+from ssl_jax.models.attention import right_padding_mask
 from ssl_jax.models.transformer import TransformerConfig, get_activation, stack_fields
 
 Array = jax.Array
@@ -73,7 +73,9 @@ class BertEncoder(nn.Module):
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array):
         """Returns (sequence [batch, seq, hidden], pooled [batch, hidden])."""
         x = self.embeddings(input_ids, segment_ids)
-        x = self.stack(x, padding_mask(input_mask))
+        # input_mask is right-padded (every pipeline pads after the real tokens): the cuDNN
+        # path reads it as lengths, the XLA op as the dense mask
+        x = self.stack(x, right_padding_mask(input_mask))
         pooled = jnp.tanh(self.pooler(x[:, 0]))
         return x, pooled
 

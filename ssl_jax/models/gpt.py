@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models.attention import AttentionMask
 from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.transformer import TransformerConfig, stack_fields
 
@@ -41,7 +42,7 @@ GPT_SIZES: dict[str, dict[str, int]] = {
     # Table 2.1 prints 24 heads of 128 for d_model 2048: 24 does not divide 2048 (24 x 128 =
     # 3072). Implementations use 16 heads of 128, keeping the width, as for 13B below.
     "gpt3-xl": dict(num_layers=24, hidden_size=2048, num_heads=16, max_len=2048),
-        "gpt3-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=32, max_len=2048),
+    "gpt3-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=32, max_len=2048),
     "gpt3-6.7b": dict(num_layers=32, hidden_size=4096, num_heads=32, max_len=2048),
     # Table 2.1 prints d_model 5140 with 40 heads of 128: the model is 40 x 128 = 5120 wide.
     "gpt3-13b": dict(num_layers=40, hidden_size=5120, num_heads=40, max_len=2048),
@@ -133,6 +134,11 @@ class GptLM(nn.Module):
         attend, band = attention_masks(
             first_slot + jnp.arange(seq_len), key_valid, seq_len, mask,
             c.attention_window if c.sparse_attention else None)
+        # plainly causal (no padding, no extra mask, not decoding): cuDNN takes it as a flag;
+        # left padding, documents and bands stay dense masks
+        attend = AttentionMask(attend, causal=not self.decode and key_valid is None
+                               and mask is None)
+        band = None if band is None else AttentionMask(band)
 
         init = nn.initializers.truncated_normal(c.initializer_range)
         wte = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=init, dtype=c.dtype,

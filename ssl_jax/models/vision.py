@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.models.transformer import DTYPES, TransformerConfig, stack_fields
+from ssl_jax.models.transformer import TransformerConfig, compute_dtypes, stack_fields
 
 Array = jax.Array
 
@@ -335,11 +335,8 @@ def build_encoder(model_config, image_size: int) -> nn.Module:
                          f"{pools} must have one entry per layer")
     if min(channels) < 1 or min(kernels) < 1:
         raise ValueError(f"model.channels {channels} and kernels {kernels} must be >= 1")
-    if m.dtype not in DTYPES or m.param_dtype not in DTYPES:
-        raise ValueError(f"model.dtype={m.dtype!r} / param_dtype={m.param_dtype!r}; expected "
-                         f"one of {sorted(DTYPES)}")
-    return ConvNet(channels, kernels, pools, dtype=DTYPES[m.dtype],
-                   param_dtype=DTYPES[m.param_dtype])
+    dtype, param_dtype = compute_dtypes(m)
+    return ConvNet(channels, kernels, pools, dtype=dtype, param_dtype=param_dtype)
 
 
 def num_encoder_layers(encoder: nn.Module) -> int:
