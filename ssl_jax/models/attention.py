@@ -58,7 +58,7 @@ def heads_major_attention(query: Array, key: Array, value: Array, mask: Array | 
     dots)."""
     query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
     # [batch, heads, q_len, kv_len]
-    logits = jnp.einsum("bhqd,bhkd->bhqk", query, key).astype(jnp.float32)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)

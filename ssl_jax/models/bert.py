@@ -104,8 +104,9 @@ class MlmHead(nn.Module):
         x = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
                          name="ln")(x)
         bias = self.param("bias", nn.initializers.zeros, (c.vocab_size,), c.param_dtype)
-        logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype))
-        logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)[None, :]  # [n, vocab]
+        logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype),
+                            preferred_element_type=jnp.float32)  # summed in float32
+        logits = logits + bias.astype(jnp.float32)[None, :]  # [n, vocab]
         return logits.reshape(shape[:-1] + (c.vocab_size,))  # [..., vocab]
 
 
@@ -119,7 +120,7 @@ class BertForPreTraining(nn.Module):
         self.encoder = BertEncoder(self.config, deterministic=self.deterministic)
         self.mlm = MlmHead(self.config)
         self.nsp = nn.Dense(2, kernel_init=nn.initializers.truncated_normal(
-            self.config.initializer_range), dtype=self.config.dtype,
+            self.config.initializer_range), dtype=jnp.float32,  # logits in float32
             param_dtype=self.config.param_dtype)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,

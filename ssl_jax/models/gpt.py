@@ -167,10 +167,12 @@ class GptLM(nn.Module):
             # product; `attend` (x @ E^T) made XLA:CPU copy the transposed 50k-row table on
             # every token (~30% of a decode step)
             logits = jax.lax.dot_general(wte.embedding.astype(c.dtype), tokens.astype(c.dtype),
-                                         (((1,), (1,)), ((), ()))).T
-        else:
-            logits = wte.attend(tokens)  # tied to the embedding
-        return logits.astype(jnp.float32).reshape(x.shape[:2] + (c.vocab_size,))
+                                         (((1,), (1,)), ((), ())),
+                                         preferred_element_type=jnp.float32).T
+        else:  # tied to the embedding (Embed.attend), summed in float32
+            logits = jnp.dot(tokens.astype(c.dtype), wte.embedding.astype(c.dtype).T,
+                             preferred_element_type=jnp.float32)
+        return logits.reshape(x.shape[:2] + (c.vocab_size,))
 
     def _advance_cache(self, input_mask: Array) -> tuple[Array, Array, Array]:
         """Decode mode: records this call's tokens in the cache bookkeeping; returns their

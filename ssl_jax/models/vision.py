@@ -227,9 +227,10 @@ class MaskedAutoencoder(nn.Module):
                          name="decoder_ln")(y)
         y = y[:, 1:] if has_cls else y
         pixels = c.patch_size * c.patch_size * c.channels
-        pred = nn.Dense(pixels, kernel_init=init, dtype=d.dtype, param_dtype=d.param_dtype,
+        pred = nn.Dense(pixels, kernel_init=init, dtype=jnp.float32,  # predictions in float32
+                        param_dtype=d.param_dtype,
                         name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
-        return pred.astype(jnp.float32)
+        return pred
 
 
 class JigsawNet(nn.Module):
