@@ -16,7 +16,7 @@ def bert_model(variant: str) -> ml_collections.ConfigDict:
         max_position_embeddings=512, type_vocab_size=2, activation="gelu",
         dropout_rate=0.1, attention_dropout_rate=0.1, layer_norm_eps=1e-12,
         initializer_range=0.02, scan_layers=False, remat=False,
-        dtype="float32", param_dtype="float32"))
+        dtype="float32", param_dtype="float32", attention_impl="xla"))
 
 
 def gpt_model(variant: str) -> ml_collections.ConfigDict:
@@ -30,7 +30,7 @@ def gpt_model(variant: str) -> ml_collections.ConfigDict:
         activation="gelu_tanh" if variant != "gpt1" else "gelu",
         dropout_rate=0.1, attention_dropout_rate=0.1, layer_norm_eps=1e-5,
         initializer_range=0.02, scan_layers=False, remat=False,
-        dtype="float32", param_dtype="float32"))
+        dtype="float32", param_dtype="float32", attention_impl="xla"))
 
 
 def bert_size(variant: str) -> dict:
@@ -124,7 +124,8 @@ def vit_model(variant: str) -> ml_collections.ConfigDict:
         encoder="vit", variant=variant, **size, mlp_dim=4 * size["hidden_size"],
         pooling="cls", position="learned", activation="gelu", dropout_rate=0.0,
         attention_dropout_rate=0.0, layer_norm_eps=1e-6, initializer_range=0.02,
-        scan_layers=False, remat=False, dtype="float32", param_dtype="float32"))
+        scan_layers=False, remat=False, dtype="float32", param_dtype="float32",
+        attention_impl="xla"))
 
 
 def image_data(source: str = "digits", image_size: int = 32) -> ml_collections.ConfigDict:

@@ -257,7 +257,9 @@ def parse_override_args(argv: list[str]) -> tuple[list[tuple[str, str]], list[st
 
 def read_config(workdir: str, task: str | None = None) -> ml_collections.ConfigDict:
     """The config a run wrote to `workdir/config.json` (for tools that work on a run); with
-    `task`, a workdir of another kind is refused, naming what it holds."""
+    `task`, a workdir of another kind is refused, naming what it holds. A run's
+    model.attention_impl='cudnn' reads as 'auto': its weights do not depend on the attention
+    implementation, and a tool may run where cuDNN does not (a GPU run read on a CPU)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a training workdir?")
@@ -269,4 +271,6 @@ def read_config(workdir: str, task: str | None = None) -> ml_collections.ConfigD
         what = (f"is a {found!r} run" if found else
                 "has a config.json without a 'task' field (not a training run's config)")
         raise ValueError(f"workdir {workdir!r} {what}; expected a {task!r} run's workdir")
+    if config.get("model", {}).get("attention_impl") == "cudnn":
+        config.model.attention_impl = "auto"
     return config

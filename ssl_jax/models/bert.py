@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
-from ssl_jax.models.attention import padding_mask
+from ssl_jax.models.attention import right_padding_mask
 from ssl_jax.models.partitioning import axes, constrain, dense_init
 from ssl_jax.models.transformer import (TransformerConfig, get_activation, layer_norm,
                                         stack_fields)
@@ -78,7 +78,9 @@ class BertEncoder(nn.Module):
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array):
         """Returns (sequence [batch, seq, hidden], pooled [batch, hidden])."""
         x = self.embeddings(input_ids, segment_ids)
-        x = self.stack(x, padding_mask(input_mask))
+        # input_mask is right-padded (every pipeline pads after the real tokens): the cuDNN
+        # path reads it as lengths, the XLA op as the dense mask
+        x = self.stack(x, right_padding_mask(input_mask))
         pooled = jnp.tanh(self.pooler(x[:, 0]))
         return x, pooled
 
@@ -108,8 +110,9 @@ class MlmHead(nn.Module):
                        name="ln")(x)
         bias = self.param("bias", axes(nn.initializers.zeros, "vocab"), (c.vocab_size,),
                           c.param_dtype)
-        logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype))
-        logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)[None, :]  # [n, vocab]
+        logits = jnp.einsum("nh,vh->nv", x, word_embedding.astype(c.dtype),
+                            preferred_element_type=jnp.float32)  # summed in float32
+        logits = logits + bias.astype(jnp.float32)[None, :]  # [n, vocab]
         return logits.reshape(shape[:-1] + (c.vocab_size,))  # [..., vocab]
 
 
@@ -123,7 +126,8 @@ class BertForPreTraining(nn.Module):
         self.encoder = BertEncoder(self.config, deterministic=self.deterministic)
         self.mlm = MlmHead(self.config)
         self.nsp = nn.Dense(2, **dense_init(nn.initializers.truncated_normal(
-            self.config.initializer_range), "embed", "classes"), dtype=self.config.dtype,
+            self.config.initializer_range), "embed", "classes"),
+            dtype=jnp.float32,  # logits in float32
             param_dtype=self.config.param_dtype)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array,

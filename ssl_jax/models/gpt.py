@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models.attention import AttentionMask
 from ssl_jax.models.dropout import Dropout
 from ssl_jax.models.partitioning import axes, constrain
 from ssl_jax.models.transformer import TransformerConfig, layer_norm, stack_fields
@@ -39,7 +40,9 @@ GPT_SIZES: dict[str, dict[str, int]] = {
     "gpt3-small": dict(num_layers=12, hidden_size=768, num_heads=12, max_len=2048),
     "gpt3-medium": dict(num_layers=24, hidden_size=1024, num_heads=16, max_len=2048),
     "gpt3-large": dict(num_layers=24, hidden_size=1536, num_heads=16, max_len=2048),
-    "gpt3-xl": dict(num_layers=24, hidden_size=2048, num_heads=24, max_len=2048),
+    # Table 2.1 prints 24 heads of 128 for d_model 2048: 24 does not divide 2048 (24 x 128 =
+    # 3072). Implementations use 16 heads of 128, keeping the width, as for 13B below.
+    "gpt3-xl": dict(num_layers=24, hidden_size=2048, num_heads=16, max_len=2048),
     "gpt3-2.7b": dict(num_layers=32, hidden_size=2560, num_heads=32, max_len=2048),
     "gpt3-6.7b": dict(num_layers=32, hidden_size=4096, num_heads=32, max_len=2048),
     # Table 2.1 prints d_model 5140 with 40 heads of 128: the model is 40 x 128 = 5120 wide.
@@ -132,6 +135,11 @@ class GptLM(nn.Module):
         attend, band = attention_masks(
             first_slot + jnp.arange(seq_len), key_valid, seq_len, mask,
             c.attention_window if c.sparse_attention else None)
+        # plainly causal (no padding, no extra mask, not decoding): cuDNN takes it as a flag;
+        # left padding, documents and bands stay dense masks
+        attend = AttentionMask(attend, causal=not self.decode and key_valid is None
+                               and mask is None)
+        band = None if band is None else AttentionMask(band)
 
         init = nn.initializers.truncated_normal(c.initializer_range)
         wte = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=axes(init, "vocab", "embed"),
@@ -162,10 +170,12 @@ class GptLM(nn.Module):
             # product; `attend` (x @ E^T) made XLA:CPU copy the transposed 50k-row table on
             # every token (~30% of a decode step)
             logits = jax.lax.dot_general(wte.embedding.astype(c.dtype), tokens.astype(c.dtype),
-                                         (((1,), (1,)), ((), ()))).T
-        else:
-            logits = wte.attend(tokens)  # tied to the embedding
-        return logits.astype(jnp.float32).reshape(x.shape[:2] + (c.vocab_size,))
+                                         (((1,), (1,)), ((), ())),
+                                         preferred_element_type=jnp.float32).T
+        else:  # tied to the embedding (Embed.attend), summed in float32
+            logits = jnp.dot(tokens.astype(c.dtype), wte.embedding.astype(c.dtype).T,
+                             preferred_element_type=jnp.float32)
+        return logits.reshape(x.shape[:2] + (c.vocab_size,))
 
     def _advance_cache(self, input_mask: Array) -> tuple[Array, Array, Array]:
         """Decode mode: records this call's tokens in the cache bookkeeping; returns their

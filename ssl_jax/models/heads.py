@@ -23,8 +23,10 @@ POOLINGS = ("pooler", "mean")
 
 
 def mean_pool(sequence: Array, input_mask: Array) -> Array:
-    """[batch, seq, hidden], [batch, seq] -> [batch, hidden]: the mean over the real tokens."""
-    weights = input_mask.astype(sequence.dtype)[..., None]
+    """[batch, seq, hidden], [batch, seq] -> [batch, hidden] float32: the mean over the real
+    tokens (summed in float32: a bfloat16 sum over 512 tokens keeps ~3 digits)."""
+    sequence = sequence.astype(jnp.float32)
+    weights = input_mask.astype(jnp.float32)[..., None]
     return jnp.sum(sequence * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
 
 
@@ -48,7 +50,7 @@ class BertWithHead(nn.Module):
         self.classifier = nn.Dense(
             self.num_outputs,
             **dense_init(nn.initializers.truncated_normal(c.initializer_range), "embed", "classes"),
-            dtype=c.dtype, param_dtype=c.param_dtype)
+            dtype=jnp.float32, param_dtype=c.param_dtype)  # logits in float32
         self.dropout = Dropout(self.classifier_dropout)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array) -> Array:

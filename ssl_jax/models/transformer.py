@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.dropout import Dropout
-from ssl_jax.models.attention import MultiHeadAttention
+from ssl_jax.models.attention import (AttentionMask, MultiHeadAttention, dense_mask,
+                                      resolve_attention_impl)
 from ssl_jax.models.partitioning import axes, constrain
 
 Array = jax.Array
@@ -79,17 +80,19 @@ class Block(nn.Module):
     out_kernel_init: Callable | None = None
     deterministic: bool = True
     decode: bool = False  # attention keeps a KV cache (see MultiHeadAttention)
+    attention_impl: str = "xla"  # or "cudnn" (see ssl_jax.models.attention)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None) -> Array:
+    def __call__(self, x: Array, mask: AttentionMask | Array | None) -> Array:
         norm = functools.partial(layer_norm, epsilon=self.layer_norm_eps, dtype=self.dtype,
                                  param_dtype=self.param_dtype)
         attention = MultiHeadAttention(
             num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
             kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
-            decode=self.decode, dtype=self.dtype, param_dtype=self.param_dtype, name="attention")
+            decode=self.decode, attention_impl=self.attention_impl, dtype=self.dtype,
+            param_dtype=self.param_dtype, name="attention")
         mlp = Mlp(mlp_dim=self.mlp_dim, activation=self.activation, dropout_rate=self.dropout_rate,
                   kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
                   dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")
@@ -112,8 +115,8 @@ class _ScanBlock(Block):
     @nn.compact
     def __call__(self, x: Array, masks: tuple, use_alt: Array):  # type: ignore[override]
         mask, alt_mask = masks
-        if alt_mask is not None:
-            mask = jnp.where(use_alt, alt_mask, mask)
+        if alt_mask is not None:  # the layer's mask is then one or the other: dense
+            mask = AttentionMask(jnp.where(use_alt, dense_mask(alt_mask), dense_mask(mask)))
         return super().__call__(x, mask), None
 
 
@@ -131,7 +134,8 @@ class Stack(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None, alt_mask: Array | None = None) -> Array:
+    def __call__(self, x: Array, mask: AttentionMask | Array | None,
+                 alt_mask: AttentionMask | Array | None = None) -> Array:
         kw = dict(self.block, deterministic=self.deterministic, decode=self.decode)
         if self.scan:
             layer = nn.remat(_ScanBlock, prevent_cse=False) if self.remat else _ScanBlock
@@ -171,12 +175,17 @@ class TransformerConfig:
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str = "xla"  # "xla" | "cudnn" | "auto" (resolved here to one of the two)
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
                              f"model.num_heads={self.num_heads}")
         get_activation(self.activation)
+        check_dtype_names(jnp.dtype(self.dtype).name, jnp.dtype(self.param_dtype).name)
+        object.__setattr__(self, "attention_impl", resolve_attention_impl(
+            self.attention_impl, dtype=self.dtype, head_dim=self.hidden_size // self.num_heads,
+            dropout_rate=self.attention_dropout_rate))
 
     def stack(self, *, pre_ln: bool, deterministic: bool, out_kernel_init: Callable | None = None,
               decode: bool = False, name: str | None = None) -> Stack:
@@ -188,20 +197,52 @@ class TransformerConfig:
                        attention_dropout_rate=self.attention_dropout_rate,
                        layer_norm_eps=self.layer_norm_eps,
                        kernel_init=nn.initializers.truncated_normal(self.initializer_range),
-                       out_kernel_init=out_kernel_init, dtype=self.dtype,
-                       param_dtype=self.param_dtype),
+                       out_kernel_init=out_kernel_init, attention_impl=self.attention_impl,
+                       dtype=self.dtype, param_dtype=self.param_dtype),
             scan=self.scan_layers, remat=self.remat, deterministic=deterministic, decode=decode,
             name=name)
 
 
 
+def check_dtype_names(dtype: str, param_dtype: str) -> None:
+    """model.dtype (compute) and model.param_dtype (storage): known, and not float16, which
+    would need loss scaling (not implemented; bfloat16 has float32's range and needs none)."""
+    for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+        if value not in DTYPES:
+            raise ValueError(f"model.{name}={value!r}; expected one of {sorted(DTYPES)}")
+        if value == "float16":
+            raise ValueError(f"model.{name}='float16' needs loss scaling, which ssl_jax does "
+                             f"not do; use 'bfloat16' (float32's range, no scaling needed)")
+
+
+def compute_dtypes(model_config) -> tuple[Any, Any]:
+    """config.model's (dtype, param_dtype), checked: every model (transformer or conv-net)
+    reads its dtypes through here, so a bad one is refused before any compute."""
+    check_dtype_names(model_config.dtype, model_config.param_dtype)
+    return DTYPES[model_config.dtype], DTYPES[model_config.param_dtype]
+
+
+def check_compute(model_config, *, sizes: bool = True) -> None:
+    """The dtypes and (transformers) model.attention_impl of config.model, checked before
+    any data is read, for tasks whose model is only built after loading. sizes=False:
+    config.model's sizes are not the model's (a pre-trained encoder's are read later), so
+    the head size is checked when the model config is built."""
+    m = model_config
+    dtype, _ = compute_dtypes(m)
+    if "attention_impl" in m:
+        head_dim = None
+        if sizes and m.num_heads >= 1 and not m.hidden_size % m.num_heads:
+            head_dim = m.hidden_size // m.num_heads
+        resolve_attention_impl(m.attention_impl, dtype=dtype, head_dim=head_dim,
+                               dropout_rate=m.attention_dropout_rate)
+
+
 def stack_fields(model_config, vocab_size: int) -> dict[str, Any]:
     """The TransformerConfig fields of config.model (ConfigDict), checked: the vocabulary
-    covers the tokenizer's `vocab_size` tokens, the dtypes are known."""
+    covers the tokenizer's `vocab_size` tokens, the dtypes are known (float16 refused), the
+    attention implementation can run here (TransformerConfig resolves "auto")."""
     m = model_config
-    for name in ("dtype", "param_dtype"):
-        if m[name] not in DTYPES:
-            raise ValueError(f"model.{name}={m[name]!r}; expected one of {sorted(DTYPES)}")
+    dtype, param_dtype = compute_dtypes(m)
     if m.get("vocab_size") and m.vocab_size < vocab_size:
         raise ValueError(f"model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
                          f"{vocab_size} tokens")
@@ -211,5 +252,6 @@ def stack_fields(model_config, vocab_size: int) -> dict[str, Any]:
         mlp_dim=m.get("mlp_dim") or 4 * m.hidden_size, activation=m.activation,
         dropout_rate=m.dropout_rate, attention_dropout_rate=m.attention_dropout_rate,
         layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-        scan_layers=m.scan_layers, remat=m.remat, dtype=DTYPES[m.dtype],
-        param_dtype=DTYPES[m.param_dtype])
+        scan_layers=m.scan_layers, remat=m.remat, dtype=dtype, param_dtype=param_dtype,
+        # configs written before model.attention_impl existed ran today's XLA op
+        attention_impl=m.get("attention_impl", "xla"))

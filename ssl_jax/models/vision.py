@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.models.partitioning import axes, conv_init, constrain, dense_init
-from ssl_jax.models.transformer import DTYPES, TransformerConfig, layer_norm, stack_fields
+from ssl_jax.models.transformer import (TransformerConfig, compute_dtypes, layer_norm,
+                                        stack_fields)
 
 Array = jax.Array
 
@@ -232,9 +233,11 @@ class MaskedAutoencoder(nn.Module):
                        name="decoder_ln")(y)
         y = y[:, 1:] if has_cls else y
         pixels = c.patch_size * c.patch_size * c.channels
-        pred = nn.Dense(pixels, **dense_init(init, "embed", "pixels"), dtype=d.dtype,
-                        param_dtype=d.param_dtype, name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
-        return pred.astype(jnp.float32)
+        pred = nn.Dense(pixels, **dense_init(init, "embed", "pixels"),
+                        dtype=jnp.float32,  # predictions in float32
+                        param_dtype=d.param_dtype,
+                        name="decoder_pred")(y.reshape(b * n, -1)).reshape(b, n, pixels)
+        return pred
 
 
 class JigsawNet(nn.Module):
@@ -346,11 +349,8 @@ def build_encoder(model_config, image_size: int) -> nn.Module:
                          f"{pools} must have one entry per layer")
     if min(channels) < 1 or min(kernels) < 1:
         raise ValueError(f"model.channels {channels} and kernels {kernels} must be >= 1")
-    if m.dtype not in DTYPES or m.param_dtype not in DTYPES:
-        raise ValueError(f"model.dtype={m.dtype!r} / param_dtype={m.param_dtype!r}; expected "
-                         f"one of {sorted(DTYPES)}")
-    return ConvNet(channels, kernels, pools, dtype=DTYPES[m.dtype],
-                   param_dtype=DTYPES[m.param_dtype])
+    dtype, param_dtype = compute_dtypes(m)
+    return ConvNet(channels, kernels, pools, dtype=dtype, param_dtype=param_dtype)
 
 
 def num_encoder_layers(encoder: nn.Module) -> int:

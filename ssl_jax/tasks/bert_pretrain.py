@@ -18,6 +18,7 @@ def check_sizes(config) -> None:
     """The checks that need no data: run first, before the corpus is read."""
     m = config.model
     check_model_sizes(m)
+    bert_config(m, 1)  # dtypes and attention_impl
     if config.max_seq_len > m.max_position_embeddings:
         raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the position table "
                          f"(model.max_position_embeddings={m.max_position_embeddings})")

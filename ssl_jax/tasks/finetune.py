@@ -32,7 +32,7 @@ from ssl_jax.data import corpora, tokenizer
 from ssl_jax.data.batching import training_batches, with_example_weight
 from ssl_jax.eval import finetune_scores
 from ssl_jax.models.bert import BertConfig, bert_config, check_model_sizes
-from ssl_jax.models.transformer import DTYPES
+from ssl_jax.models.transformer import check_compute, compute_dtypes
 from ssl_jax.models.heads import BertWithHead
 from ssl_jax.models.losses import classification_stats
 from ssl_jax.tasks.base import LoadedTask, Task
@@ -109,6 +109,7 @@ class Finetune(Task):
                              "whose size and vocabulary the random encoder takes)")
         if not ft.init:
             check_model_sizes(config.model)
+        check_compute(config.model, sizes=not ft.init)  # dtypes and attention_impl
         if ft.pooling not in ("pooler", "mean"):
             raise ValueError(f"finetune.pooling={ft.pooling!r}; expected 'pooler' or 'mean'")
 
@@ -124,11 +125,13 @@ class Finetune(Task):
         self.best_metric = f"eval_{metric}"
 
     def _with_dropout(self, model_config: BertConfig) -> BertConfig:
-        """The pre-trained architecture with this run's dropout and dtypes."""
+        """The pre-trained architecture with this run's dropout, dtypes and attention."""
         m = self.config.model
+        dtype, param_dtype = compute_dtypes(m)
         return dataclasses.replace(model_config, dropout_rate=m.dropout_rate,
                                    attention_dropout_rate=m.attention_dropout_rate,
-                                   dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype])
+                                   dtype=dtype, param_dtype=param_dtype,
+                                   attention_impl=m.get("attention_impl", "xla"))
 
     def build_model(self, *, train: bool) -> BertWithHead:
         ft = self.config.finetune

@@ -15,6 +15,7 @@ import numpy as np
 from ssl_jax.data.batching import training_batches, with_example_weight
 from ssl_jax.data.images import load_images
 from ssl_jax.files import write_atomic
+from ssl_jax.models.transformer import check_compute
 from ssl_jax.models.vision import layer_features
 from ssl_jax.tasks.base import LoadedTask, Task
 
@@ -32,6 +33,10 @@ class ImagePretext(Task):
     Subclasses build one example from one image (`example`, host-side numpy), and say where
     the encoder's parameters live (`encoder_params`) and how an image is presented to it for
     the probe (`probe_inputs`). Fine-tuning reads the encoder's output (layer -1)."""
+
+    @classmethod
+    def check(cls, config) -> None:
+        check_compute(config.model)  # dtypes and (ViT) attention_impl, before the images
 
     def __init__(self, config, *, channels: int):
         super().__init__(config)

@@ -26,6 +26,7 @@ class Inpaint(ImagePretext):
 
     @classmethod
     def check(cls, config) -> None:
+        super().check(config)
         p = config.pretext
         if p.mask not in MASKS:
             raise ValueError(f"pretext.mask={p.mask!r}; expected one of {MASKS}")

@@ -22,6 +22,7 @@ class Jigsaw(ImagePretext):
 
     @classmethod
     def check(cls, config) -> None:
+        super().check(config)
         if config.pretext.grid < 2:
             raise ValueError(f"pretext.grid={config.pretext.grid} must be >= 2")
 

@@ -21,6 +21,7 @@ class Mae(ImagePretext):
 
     @classmethod
     def check(cls, config) -> None:
+        super().check(config)
         if config.model.encoder != "vit":
             raise ValueError(f"model.encoder={config.model.encoder!r}: MAE drops patches, "
                              f"which needs the ViT encoder")
@@ -41,7 +42,7 @@ class Mae(ImagePretext):
             hidden_size=p.decoder_hidden_size, num_layers=p.decoder_layers,
             num_heads=p.decoder_heads, mlp_dim=4 * p.decoder_hidden_size, dropout_rate=0.0,
             attention_dropout_rate=0.0, layer_norm_eps=1e-6, dtype=self.vit.dtype,
-            param_dtype=self.vit.param_dtype)
+            param_dtype=self.vit.param_dtype, attention_impl=self.vit.attention_impl)
 
     def encoder(self) -> Vit:
         return Vit(self.vit)
