@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import time
-from ssl_jax.models.partitioning import init_unboxed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPT2_CONTEXT = 1024  # GPT-2's n_positions
@@ -244,6 +243,8 @@ def run_ours_generate(a) -> dict:
 
     config = gpt_config(a)
     prompts = synthetic_prompts(a).tolist()
+    from ssl_jax.models.partitioning import init_unboxed
+
     params = init_unboxed(GptLM(config), jax.random.PRNGKey(0), jax.numpy.asarray(prompts))["params"]
 
     def generate():
