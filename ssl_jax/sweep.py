@@ -28,6 +28,7 @@ import ml_collections
 from ssl_jax import config as config_lib
 from ssl_jax.files import pyplot, save_figure, write_atomic
 from ssl_jax.train.metrics import read_metrics
+from ssl_jax.train.workdir import is_primary
 
 
 @dataclasses.dataclass
@@ -141,7 +142,8 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
             row.update(status=f"failed: {type(e).__name__}: {e}")
         rows.append(row)
         rows.sort(key=lambda r: order.index(r["name"]))
-        write_tables(rows, workdir)
+        if is_primary():  # a multi-host sweep: process 0 writes the tables
+            write_tables(rows, workdir)
 
     if workers == 1:
         for point in plan:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ssl_jax.files import write_atomic
 from ssl_jax.train.metrics import read_metrics
 from ssl_jax.train.report import plot_curves
-from ssl_jax.train.workdir import check_resume
+from ssl_jax.train.workdir import check_resume, is_primary
 
 STAGES = ("pretrained", "random_init")
 
@@ -55,7 +55,8 @@ def run_transfer(config, workdir: str, train: Callable) -> dict[str, Any]:
 
 def write_comparison(workdir: str, pretrain: dict, summaries: dict[str, dict]) -> dict:
     """transfer.json ({"pretrained": metric, "random_init": metric, ...}), report.md with the
-    table and the learning curves of both fine-tuning runs."""
+    table and the learning curves of both fine-tuning runs. Written by process 0 of a
+    multi-host run."""
     metric_key, _ = summaries["pretrained"]["selection"].split(":")
     metric = metric_key[len("eval_"):]
     facts = _facts(os.path.join(workdir, "finetune_pretrained"))
@@ -68,8 +69,9 @@ def write_comparison(workdir: str, pretrain: dict, summaries: dict[str, dict]) -
         runs={stage: {k: v for k, v in summaries[stage].items()
                       if k.startswith("eval_") or k in ("loss", "step", "ended")}
               for stage in STAGES})
-    write_atomic(os.path.join(workdir, "transfer.json"), json.dumps(result, indent=2) + "\n")
-    _report(workdir, result, facts)
+    if is_primary():
+        write_atomic(os.path.join(workdir, "transfer.json"), json.dumps(result, indent=2) + "\n")
+        _report(workdir, result, facts)
     return result
 
 

@@ -2,9 +2,13 @@
 process of the scale tests (it must start with the fake-device flag set before JAX loads).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/layouts.py RUNS.json
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/layouts.py RUNS.json \
+        --coordinator 127.0.0.1:PORT --num-processes 2 --process-id I   # one of 2 processes
 
 RUNS.json: [{"name", "config" (FILE[:arg] under experiments/), "overrides" {key: text},
-"workdir", "stop_after" (optional)}]. Prints one JSON line {name: {"losses", "summary"}}.
+"workdir", "stop_after" (optional)}]. Prints one JSON line {name: {"losses", "summary"}};
+for a task that scores its predictions, also "scored" (the number of predictions each eval
+scored) and "eval_examples" (the size of its held-out set).
 """
 import json
 import os
@@ -53,13 +57,32 @@ def run(spec: dict) -> dict:
 
     config = config_lib.load_config(os.path.join(ROOT, "experiments", spec["config"]),
                                     list(spec["overrides"].items()))
-    summary = train_and_evaluate(config, spec["workdir"], get_task(config.task),
-                                 progress=False, stop_after=spec.get("stop_after"))
+    counts = {}
+
+    def build(config, workdir):  # the task, its score() counting what it is given
+        task = get_task(config.task)(config, workdir)
+        if task.predict_outputs:
+            score, counts["scored"] = task.score, []
+            counts["eval_examples"] = len(task.eval_examples())
+
+            def counted(outputs):
+                counts["scored"].append(len(next(iter(outputs.values()))))
+                return score(outputs)
+            task.score = counted
+        return task
+
+    summary = train_and_evaluate(config, spec["workdir"], build, progress=False,
+                                 stop_after=spec.get("stop_after"))
     records = read_metrics(os.path.join(spec["workdir"], "metrics.jsonl"))
     return dict(losses=[r["loss"] for r in records if "loss" in r],
-                summary={k: v for k, v in summary.items() if isinstance(v, (int, float))})
+                summary={k: v for k, v in summary.items() if isinstance(v, (int, float))},
+                **counts)
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:  # one process of a multi-process run, through launch.py's flags
+        import launch
+        args, _ = launch.parse_args(["--config", "-", "--workdir", "-"] + sys.argv[2:])
+        launch.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     specs = json.load(open(sys.argv[1]))
     print(json.dumps({s["name"]: run(s) for s in specs}))

@@ -20,15 +20,20 @@ def training_batches(items: Sequence, *, seed: int, batch_size: int, process_ind
                      process_count: int = 1,
                      random_map: Callable[[object, np.random.Generator], dict] | None = None,
                      map_fn: Callable[[object], dict] | None = None) -> grain.MapDataset:
-    """items -> infinite per-process batches. `random_map(item, rng)` (e.g. dynamic masking)
-    or `map_fn(item)` turns an item into an example dict."""
+    """items -> infinite per-process batches of `batch_size` (the global batch size over
+    `process_count`). `random_map(item, rng)` (e.g. dynamic masking) or `map_fn(item)` turns
+    an item into an example dict.
+
+    Process p's k-th batch is rows p*b .. (p+1)*b - 1 of a one-process run's k-th global
+    batch (the processes' batches side by side, as the mesh lays them out): a multi-host run
+    trains on exactly the batches, and draws the dropout masks, of a one-process run."""
     ds = grain.MapDataset.source(items).shuffle(seed=seed).repeat()
     if random_map is not None:
         ds = ds.random_map(random_map, seed=seed + 1)
     elif map_fn is not None:
         ds = ds.map(map_fn)
-    ds = ds[process_index::process_count]
-    return ds.batch(batch_size, drop_remainder=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds[process_index::process_count]
 
 
 def eval_batches(examples: list[dict[str, np.ndarray]], batch_size: int,

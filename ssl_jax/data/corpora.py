@@ -195,7 +195,9 @@ def _fingerprint(pattern: str, text_key: str) -> str:
 
 
 def _prepared(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
-    """Prepares once (into data_dir); TFDS's chatter goes to stderr, stdout stays clean."""
+    """Prepares once (into data_dir); TFDS's chatter goes to stderr, stdout stays clean.
+    Processes preparing at once (a multi-host run's, sweep workers) each write a temporary
+    directory; the first to rename it into place wins, the others read that one."""
     if not builder.is_prepared():
         tfds.disable_progress_bar()
         absl_logger = logging.getLogger("absl")
@@ -204,6 +206,9 @@ def _prepared(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 builder.download_and_prepare(file_format="array_record")
+        except FileExistsError:  # another process's preparation got there first
+            if not builder.is_prepared():
+                raise
         finally:
             absl_logger.setLevel(level)
     return builder

@@ -134,8 +134,9 @@ def _bert_run(workdir: str, step: int | None):
 
 
 def _abstract(config: BertConfig):
-    """BertForPreTraining's parameter shapes, placed on one device (what orbax restores to)."""
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    """BertForPreTraining's parameter shapes, placed on one device of this process (what
+    orbax restores to; every process of a multi-host run restores its own copy)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     ids = jnp.zeros((1, 1), jnp.int32)
     shapes = jax.eval_shape(lambda: init_unboxed(BertForPreTraining(config), 
         jax.random.PRNGKey(0), ids, ids, ids))["params"]

@@ -18,11 +18,11 @@ from ssl_jax.data.batching import eval_batches, with_example_weight
 from ssl_jax.files import write_atomic
 from ssl_jax.train import report
 from ssl_jax.train.checkpoint import Checkpointer
-from ssl_jax.train.metrics import MetricWriter, read_metrics
+from ssl_jax.train.metrics import MetricWriter
 from ssl_jax.train.optim import make_optimizer
 from ssl_jax.train.sharding import Parallel, check_batch_size
 from ssl_jax.train.step import TrainState, make_eval_step, make_train_step
-from ssl_jax.train.workdir import RunDir
+from ssl_jax.train.workdir import RunDir, is_primary
 
 _POSITIVE = ("batch_size", "max_seq_len", "log_every_steps", "eval_every_steps",
              "checkpoint_every_steps")
@@ -177,7 +177,7 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
         state, data_state = checkpointer.restore(abstract)
         iterator.set_state(data_state)
     start = int(state.step)
-    writer = MetricWriter(workdir, resume_step=resumed_from)
+    writer = MetricWriter(workdir, resume_step=resumed_from, primary=is_primary())
     state = parallel.put_state(state, shardings)
     train_step = parallel.wrap_train_step(
         make_train_step(task, config.seed, schedule, parallel.axis_name,
@@ -192,7 +192,7 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
     bar = tqdm(total=total, initial=start, disable=not progress or jax.process_index() != 0,
                dynamic_ncols=True, mininterval=1.0, desc="train")
     pending: tuple[int, Any] | None = None
-    previous = read_metrics(writer.path)  # a resumed (or finished) run's last record
+    previous = writer.previous  # a resumed (or finished) run's last record
     last: dict[str, float] = previous[-1] if previous else {}
     ended = "completed"
     window_start, window_steps = time.perf_counter(), 0
@@ -262,8 +262,10 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
                **{k: v for k, v in last.items() if k != "step"}}
     if ended == "completed":
         params = parallel.params_on_host(state.params)  # a collective: every process takes part
-    if ended == "completed" and jax.process_index() == 0:
-        summary.update(task.finish(params, workdir))
-        report.write_report(workdir, config, task.describe(), summary)
-    write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+    if is_primary():  # the workdir's one writer (the others return the summary without
+        # what finish() measures)
+        if ended == "completed":
+            summary.update(task.finish(params, workdir))
+            report.write_report(workdir, config, task.describe(), summary)
+        write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary

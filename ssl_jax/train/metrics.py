@@ -14,20 +14,30 @@ def _to_float(value) -> float:
 
 class MetricWriter:
     """Appends to DIR/metrics.jsonl and DIR/tb/. On resume from `resume_step`, drops the
-    records a crashed or pre-empted run wrote after its last checkpoint."""
+    records a crashed or pre-empted run wrote after its last checkpoint; `previous` holds
+    the records kept.
 
-    def __init__(self, workdir: str, resume_step: int | None = None, tensorboard: bool = True):
+    primary=False (the other processes of a multi-host run): writes nothing, returns the
+    same records; process 0 is the workdir's one writer (one metrics.jsonl, one TensorBoard
+    event stream)."""
+
+    def __init__(self, workdir: str, resume_step: int | None = None, tensorboard: bool = True,
+                 primary: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        # read before process 0 rewrites the file; the same records either way
+        self.previous = ([] if resume_step is None else
+                         [r for r in read_metrics(self.path) if r["step"] <= resume_step])
+        self._file = self._tb = None
+        if not primary:
+            return
         if resume_step is not None and os.path.exists(self.path):
-            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+                f.writelines(json.dumps(r) + "\n" for r in self.previous)
             os.replace(tmp, self.path)
         elif resume_step is None and os.path.exists(self.path):
             os.remove(self.path)
         self._file = open(self.path, "a")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
@@ -35,8 +45,9 @@ class MetricWriter:
     def write(self, step: int, metrics: dict) -> dict:
         record = {"step": int(step)}
         record.update({k: _to_float(v) for k, v in metrics.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and math.isfinite(v):
@@ -44,7 +55,8 @@ class MetricWriter:
         return record
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -20,6 +20,11 @@ not lost:
 A call that fails before its first training step (e.g. the task's constructor refusing a
 missing corpus file) leaves the workdir as it found it: what this call created is removed
 (the whole workdir if it did not exist) and config.json / config_history.jsonl are restored.
+
+Multi-host: every process checks (the same files, on a shared filesystem), and waits for
+the others before process 0 writes anything; only process 0 (`is_primary`) writes the
+workdir's own files (config.json, its history, metrics, TensorBoard, report, summary) and
+undoes a failed start. Checkpoints are written by every process (ssl_jax.train.checkpoint).
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import datetime
 import json
 import os
 import shutil
+
+import jax
 
 from ssl_jax.files import read_json, write_atomic
 
@@ -38,6 +45,20 @@ RUN_CONTROL = ("num_train_steps", "num_train_epochs", "log_every_steps", "eval_e
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
 _MAX_LISTED = 8  # fields named in a refusal; the rest are counted
+
+
+def is_primary() -> bool:
+    """Whether this process writes the workdir's files: process 0 of a multi-host run (the
+    only process of any other)."""
+    return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process of a multi-host run gets here (nothing to wait for in a
+    single-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def config_dict(config) -> dict:
@@ -114,22 +135,26 @@ class RunDir:
     Entering refuses another run's workdir (check_resume) and creates the directory; `record`
     checks the final config's length and writes config.json (+ the history of changes);
     `started()` marks the first training step done. Leaving by an exception before
-    `started()` undoes what this call did to the workdir."""
+    `started()` undoes what this call did to the workdir. In a multi-host run, every process
+    checks and only process 0 writes or undoes; entering waits for every process's check."""
 
     def __init__(self, config, workdir: str):
         self.workdir = workdir
         check_resume(config, workdir)
         self._started = False
+        self._primary = is_primary()
 
     def __enter__(self) -> RunDir:
-        path = os.path.abspath(self.workdir)
-        self._created = None  # the topmost directory this call creates
-        while not os.path.exists(path):
-            self._created, path = path, os.path.dirname(path)
-        self._before = set() if self._created else set(os.listdir(self.workdir))
-        self._saved = {name: _read_bytes(os.path.join(self.workdir, name))
-                       for name in (CONFIG, HISTORY)}
-        os.makedirs(self.workdir, exist_ok=True)
+        if self._primary:
+            path = os.path.abspath(self.workdir)
+            self._created = None  # the topmost directory this call creates
+            while not os.path.exists(path):
+                self._created, path = path, os.path.dirname(path)
+            self._before = set() if self._created else set(os.listdir(self.workdir))
+            self._saved = {name: _read_bytes(os.path.join(self.workdir, name))
+                           for name in (CONFIG, HISTORY)}
+            os.makedirs(self.workdir, exist_ok=True)
+        sync_processes("ssl_jax:workdir_checked")  # no process checks what process 0 writes
         return self
 
     def record(self, config, reached_step: int | None) -> None:
@@ -140,6 +165,8 @@ class RunDir:
             raise ValueError(f"config.num_train_steps={total} is below step {reached_step}, "
                              f"which workdir {self.workdir!r} already reached; a run can grow, "
                              f"not shrink (use a new --workdir to train a shorter run)")
+        if not self._primary:
+            return
         new = config_dict(config)
         old = saved_config(self.workdir)
         if old is not None:
@@ -158,7 +185,7 @@ class RunDir:
         self._started = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None or self._started:
+        if exc_type is None or self._started or not self._primary:
             return
         if self._created is not None:
             shutil.rmtree(self._created, ignore_errors=True)
