@@ -69,7 +69,8 @@ def test_eight_fake_devices_keep_batch_order_and_refuse_an_uneven_batch():
                            capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
     out = json.loads(child.stdout.strip().splitlines()[-1])
-    assert out["error"] == "batch_size=12 is not divisible by the 8 devices"
+    assert out["error"] == ("batch_size=12 is not divisible by the 8 batch shards (mesh data x "
+                            "fsdp)")
     expected = (np.arange(48).reshape(16, 3) * 2).tolist()
     for mode in ("jit", "pmap"):
         assert out[mode]["ids"] == expected, mode  # split over devices, read back in order
