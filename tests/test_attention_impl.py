@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_main
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax import config as config_lib
 from ssl_jax.models import attention
 from ssl_jax.models.attention import AttentionMask, fused_attention, heads_major_attention
-from ssl_jax.models.bert import BERT_SIZES, BertConfig, BertForPreTraining
+from ssl_jax.models.bert import BERT_SIZES, BertForPreTraining
 from ssl_jax.models.gpt import GPT_SIZES, GptConfig, GptLM, attention_masks, document_mask
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
@@ -184,7 +185,7 @@ def test_models_on_the_cudnn_path_equal_the_xla_path(gpt_kw, cudnn_allowed, fuse
         kw["input_mask"] = x["gpt_left_mask"]
     if gpt_kw.get("mask"):
         kw["mask"] = document_mask(jnp.asarray(x["gpt_documents"]))
-    params = GptLM(gpt).init(jax.random.PRNGKey(0), x["gpt_ids"])["params"]
+    params = init_unboxed(GptLM(gpt), jax.random.PRNGKey(0), x["gpt_ids"])["params"]
     run = lambda c: GptLM(c).apply({"params": params}, x["gpt_ids"], **kw)
     cudnn = dataclasses.replace(gpt, attention_impl="cudnn")
     assert cudnn.attention_impl == "cudnn"
@@ -195,7 +196,7 @@ def test_models_on_the_cudnn_path_equal_the_xla_path(gpt_kw, cudnn_allowed, fuse
         assert not any("mask" in c for c in fused_by_xla)
         bert = pins.BERT
         args = (x["bert_ids"], x["bert_segments"], x["bert_mask"])
-        bert_params = BertForPreTraining(bert).init(jax.random.PRNGKey(0), *args)["params"]
+        bert_params = init_unboxed(BertForPreTraining(bert), jax.random.PRNGKey(0), *args)["params"]
         out = lambda c: BertForPreTraining(c).apply({"params": bert_params}, *args)[0]
         np.testing.assert_allclose(out(dataclasses.replace(bert, attention_impl="cudnn")),
                                    out(bert), atol=2e-5, rtol=1e-5)
@@ -207,9 +208,9 @@ def test_decoding_keeps_the_xla_path_with_cudnn(cudnn_allowed, fused_by_xla):
     """The KV cache is heads-major: decode=True runs our op, whatever attention_impl says."""
     x = pins.inputs()
     cudnn = dataclasses.replace(pins.GPT, attention_impl="cudnn")
-    params = GptLM(pins.GPT).init(jax.random.PRNGKey(0), x["gpt_ids"])["params"]
+    params = init_unboxed(GptLM(pins.GPT), jax.random.PRNGKey(0), x["gpt_ids"])["params"]
     model = GptLM(cudnn, decode=True)
-    cache = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8), jnp.int32))["cache"]
+    cache = init_unboxed(model, jax.random.PRNGKey(0), jnp.zeros((2, 8), jnp.int32))["cache"]
     logits, _ = model.apply({"params": params, "cache": cache}, x["decode_prompt"],
                             input_mask=x["decode_prompt_mask"], last_only=True,
                             mutable=["cache"])
@@ -275,7 +276,7 @@ def test_a_cudnn_run_reads_as_auto_elsewhere(tmp_path):
 # --- the size tables --------------------------------------------------------------------------
 
 def _param_count(model, *args) -> int:
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))["params"]
+    shapes = jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0), *args))["params"]
     return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_main
+from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax import config as config_lib
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
 from ssl_jax.models.gpt import GptConfig, GptLM
@@ -163,7 +164,7 @@ def test_bfloat16_logits_are_summed_in_float32():
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 61, (2, 12)), jnp.int32)
     gpt = GptLM(GptConfig(vocab_size=61, hidden_size=256, num_layers=1, num_heads=4,
                           max_len=16, dtype=jnp.bfloat16))
-    params = gpt.init(jax.random.PRNGKey(0), ids)["params"]
+    params = init_unboxed(gpt, jax.random.PRNGKey(0), ids)["params"]
     hidden = gpt.apply({"params": params}, ids, return_hidden=True)
     assert hidden.dtype == jnp.bfloat16
     table = np.asarray(params["token"]["embedding"].astype(jnp.bfloat16), np.float64)
@@ -178,7 +179,7 @@ def test_bfloat16_logits_are_summed_in_float32():
                                          num_heads=4, max_position_embeddings=16,
                                          dtype=jnp.bfloat16))
     args = (ids, jnp.zeros_like(ids), jnp.ones_like(ids))
-    bp = bert.init(jax.random.PRNGKey(0), *args)["params"]
+    bp = init_unboxed(bert, jax.random.PRNGKey(0), *args)["params"]
     mlm, nsp = bert.apply({"params": bp}, *args)
     assert mlm.dtype == nsp.dtype == jnp.float32
     _, state = bert.apply({"params": bp}, *args, capture_intermediates=True,

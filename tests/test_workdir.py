@@ -124,8 +124,9 @@ def test_the_refusal_is_one_line_and_exit_2_through_launch(tmp_path, capsys):
 def test_check_resume_rules():
     assert set(RUN_CONTROL) >= {"num_train_steps", "log_every_steps", "eval_every_steps",
                                 "checkpoint_every_steps", "checkpoint_keep",
-                                "num_eval_batches", "data_threads"}
-    for field in ("seed", "parallel", "task", "model.num_layers", "data.mask_rate",
+                                "num_eval_batches", "data_threads", "parallel", "mesh.fsdp",
+                                "sharding_rules", "grad_accum_steps"}
+    for field in ("seed", "task", "model.num_layers", "data.mask_rate",
                   "optimizer.weight_decay"):
         assert field not in RUN_CONTROL
 

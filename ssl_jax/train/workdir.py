@@ -41,7 +41,7 @@ RUN_CONTROL = ("num_train_steps", "num_train_epochs", "log_every_steps", "eval_e
                "checkpoint_every_steps", "checkpoint_keep", "num_eval_batches", "data_threads",
                # the layout: a run saved on one mesh resumes on another with the same losses
                "parallel", "mesh.data", "mesh.fsdp", "mesh.tensor", "sharding_rules",
-               "grad_accum_steps")
+               "grad_accum_steps", "model.attention_impl")
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
 _MAX_LISTED = 8  # fields named in a refusal; the rest are counted
