@@ -7,7 +7,9 @@ time (each its own process), then the table in markdown.
     python benchmarks/plan_table.py --jsonl runs/plans.jsonl --render  # table only
 
 Each plan's JSON (or its error line) is appended to --jsonl as it finishes, so an
-interrupted run keeps what it did; rows already in the file are not planned again.
+interrupted run keeps what it did; rows already in the file are not planned again. A plan
+that does not fit is planned again with 2, 4, 8, ... microbatches (--grad-accum; the same
+global batch) until one fits: the last column.
 Global batches: BERT 256 x 512, GPT-2 512 x 1024, GPT-3 its paper's (2.7B: 1M tokens =
 512 x 2048; 6.7B and 13B: 2M = 1024 x 2048). bfloat16 compute, float32 parameters and AdamW
 state; scan + remat (the planner's default); the real vocabularies (30,522 WordPiece,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,18 +43,25 @@ LAYOUTS = {  # (rules, devices) -> --mesh
 }
 
 
-def plan_argv(model: str, rules: str, devices: int) -> list[str]:
+def plan_argv(model: str, rules: str, devices: int, accumulate: int = 1) -> list[str]:
     spec, batch, vocab = MODELS[model]
     return ["--config", spec, "--mesh", LAYOUTS[rules, devices], "--rules", rules,
             "--batch-size", str(batch), f"--config.model.vocab_size={vocab}",
-            "--config.model.dtype=bfloat16"]
+            "--config.model.dtype=bfloat16", "--grad-accum", str(accumulate)]
 
 
-def run_one(model: str, rules: str, devices: int, timeout: int) -> dict:
+def accumulations(model: str, rules: str, devices: int) -> list[int]:
+    """2, 4, 8, ... up to one sequence per device per microbatch."""
+    mesh = dict(part.split("=") for part in LAYOUTS[rules, devices].split(","))
+    per_device = MODELS[model][1] // (int(mesh.get("data", 1)) * int(mesh.get("fsdp", 1)))
+    return [2 ** i for i in range(1, per_device.bit_length()) if per_device % 2 ** i == 0]
+
+
+def run_one(model: str, rules: str, devices: int, timeout: int, accumulate: int = 1) -> dict:
     key = {"model": model, "rules": rules, "devices": devices}
     try:
         done = subprocess.run([sys.executable, "-m", "ssl_jax.plan",
-                               *plan_argv(model, rules, devices)],
+                               *plan_argv(model, rules, devices, accumulate)],
                               cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return dict(key, error=f"timed out after {timeout} s")
@@ -61,20 +71,37 @@ def run_one(model: str, rules: str, devices: int, timeout: int) -> dict:
     return dict(key, plan=json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def _error(text: str) -> str:
+    """A planner error, shortened where it is a parameter that does not divide."""
+    m = re.search(r"parameter (\S+) of shape .*\((\w+=\d+)\) does not divide over mesh axis "
+                  r"(\w+) of size (\d+)", text)
+    return f"{m[2]} does not divide over {m[3]}={m[4]} ({m[1]})" if m else text
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f}"
+
+
+def _accumulated(row: dict) -> str:
+    if "accumulate" not in row:
+        return ""  # fits as it is
+    if row["accumulate"] is None:
+        return "none (the state alone, or one sequence per device, is too big)"
+    acc = row["accumulate"]
+    return (f"k={acc['k']}: {_gb(acc['temp_bytes_per_device'])} temporaries, "
+            f"{_gb(acc['bytes_per_device'])} total")
 
 
 def render(rows: list[dict]) -> str:
     lines = ["| model | params | devices | rules (mesh) | params + AdamW / device GB | "
              "temporaries GB | total GB | fits 80 GB | step s (roofline) | tokens/s | "
-             "compile s |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | :---: | ---: | ---: | ---: |"]
+             "compile s | fits with grad accum k |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | :---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         layout = f"{r['rules']} ({LAYOUTS[r['rules'], r['devices']]})"
         if "error" in r:
-            lines.append(f"| {r['model']} | | {r['devices']} | {layout} | n/a: {r['error']} "
-                         f"| | | | | | |")
+            lines.append(f"| {r['model']} | | {r['devices']} | {layout} | n/a: {_error(r['error'])} "
+                         f"| | | | | | | |")
             continue
         p = r["plan"]
         state = p["param_bytes_per_device"] + p["optimizer_bytes_per_device"]
@@ -82,7 +109,7 @@ def render(rows: list[dict]) -> str:
             f"| {r['model']} | {p['params'] / 1e9:.2f} B | {p['devices']} | {layout} | "
             f"{_gb(state)} | {_gb(p['temp_bytes_per_device'])} | {_gb(p['bytes_per_device'])} "
             f"| {'yes' if p['fits'] else 'no'} | {p['step_s']:.3f} | "
-            f"{p['tokens_per_s']:,.0f} | {p['compile_s']:.0f} |")
+            f"{p['tokens_per_s']:,.0f} | {p['compile_s']:.0f} | {_accumulated(r)} |")
     return "\n".join(lines)
 
 
@@ -106,6 +133,16 @@ def main(argv=None) -> int:
                     if (model, rules, devices) in have:
                         continue
                     row = run_one(model, rules, devices, a.timeout)
+                    if "plan" in row and not row["plan"]["fits"]:
+                        row["accumulate"] = None  # no microbatch count fits
+                        for k in accumulations(model, rules, devices):
+                            tried = run_one(model, rules, devices, a.timeout, k)
+                            if "plan" in tried and tried["plan"]["fits"]:
+                                row["accumulate"] = {"k": k, **{
+                                    f: tried["plan"][f] for f in (
+                                        "temp_bytes_per_device", "bytes_per_device",
+                                        "compile_s")}}
+                                break
                     print(json.dumps({k: v for k, v in row.items() if k != "plan"}
                                      | ({"bytes_per_device": row["plan"]["bytes_per_device"],
                                          "compile_s": row["plan"]["compile_s"]}
