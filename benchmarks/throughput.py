@@ -16,6 +16,17 @@ cache: ours (ssl_jax.eval.generation.generate_ids, one compiled while_loop) agai
 `model.generate`. Each side runs in its own process (so each peak RSS is its own); the peer
 runs when torch and transformers are installed. Prints a table, then as the last line one
 JSON object.
+
+Scale settings (--mode train): --dtype bfloat16 (model.dtype; parameters and AdamW state stay
+float32; the peer runs under torch.autocast), --attention-impl (model.attention_impl, where
+the config has it), --grad-accum k (config.grad_accum_steps: k microbatches in the one
+step), --mesh / --rules (the loop's sharded step: ssl_jax.train.loop.build_state and
+Parallel.wrap_train_step over a data/fsdp/tensor mesh; on a CPU that many fake devices,
+which share its cores). Reported besides tokens/s: tokens/s per device, MFU (model FLOPs
+per second over the peak: on a GPU or TPU its bf16 peak by device kind x the devices used,
+on a CPU the measured float32 matmul peak of the whole machine; --peak-tflops overrides),
+and device memory (the largest device's peak_bytes_in_use where the runtime keeps it, else,
+as on the CPU, the bytes of the live arrays' shards on the fullest device after the steps).
 """
 from __future__ import annotations
 
@@ -31,7 +42,13 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # ssl_jax, for the workers and the flag checks
 GPT2_CONTEXT = 1024  # GPT-2's n_positions
+# Dense bf16 tensor-core peaks (FLOP/s per device) by device_kind substring, first match.
+DEVICE_PEAKS = (("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12), ("H200", 989e12),
+                ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("TPU v4", 275e12),
+                ("TPU v5 lite", 197e12), ("TPU v5p", 459e12), ("TPU v6 lite", 918e12))
+RULES = ("dp", "fsdp", "fsdp_tp")
 # Our AdamW (ssl_jax.train.optim) and the peer's torch.optim.AdamW share these settings.
 OPTIMIZER = dict(name="adamw", learning_rate=1e-4, end_learning_rate=0.0, warmup_steps=0.1,
                  decay="linear", b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
@@ -56,7 +73,19 @@ def parse(argv=None):
                    help="timed train steps or generate calls (the median is reported)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed steps/calls (compile, caches); default 3 (train), 1 (generate)")
-    p.add_argument("--peer", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--peer", choices=["auto", "on", "off"], default="auto",
+                   help="HF transformers on the CPU (auto: when installed and JAX runs on the "
+                        "CPU)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="train: model.dtype, the compute dtype (parameters stay float32)")
+    p.add_argument("--attention-impl", help="train: model.attention_impl (xla | cudnn | auto)")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="train: microbatches per step (config.grad_accum_steps)")
+    p.add_argument("--mesh", help="train on a mesh, e.g. data=8 or fsdp=4,tensor=2 (missing "
+                                  "axes: 1); on a CPU, that many fake devices")
+    p.add_argument("--rules", choices=RULES, help="train: sharding rules (default dp)")
+    p.add_argument("--peak-tflops", type=float,
+                   help="per-device peak for MFU (default: by device kind, or measured)")
     p.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.mode == "generate" and a.model != "gpt":
@@ -76,7 +105,46 @@ def parse(argv=None):
                 f"context of {GPT2_CONTEXT} tokens")
     if a.warmup is None:
         a.warmup = 1 if a.mode == "generate" else 3
+    _check_scale_flags(p, a)
     return a
+
+
+def _check_scale_flags(p: argparse.ArgumentParser, a) -> None:
+    """The train-only flags: values, divisibility, and model.attention_impl in the config."""
+    from ssl_jax.plan import parse_mesh
+
+    a.mesh_sizes = None
+    if a.mode == "generate":
+        for flag, value, default in (("--dtype", a.dtype, "float32"),
+                                     ("--attention-impl", a.attention_impl, None),
+                                     ("--grad-accum", a.grad_accum, 1), ("--mesh", a.mesh, None),
+                                     ("--rules", a.rules, None)):
+            if value != default:
+                p.error(f"{flag} {value} applies to --mode train (generation runs the "
+                        f"float32 decoder on one device)")
+        return
+    if a.grad_accum < 1:
+        p.error(f"--grad-accum {a.grad_accum} must be >= 1")
+    if a.peak_tflops is not None and not a.peak_tflops > 0:
+        p.error(f"--peak-tflops {a.peak_tflops} must be positive")
+    shards = 1
+    if a.mesh is not None or a.rules is not None:
+        try:
+            a.mesh_sizes = parse_mesh(a.mesh or "data=1")
+        except ValueError as e:
+            p.error(str(e))
+        shards = a.mesh_sizes["data"] * a.mesh_sizes["fsdp"]
+    if a.batch % (shards * a.grad_accum):
+        p.error(f"--batch {a.batch} is not divisible by the {shards} batch shard(s) (mesh data "
+                f"x fsdp) x --grad-accum {a.grad_accum}")
+    if a.attention_impl is not None and "attention_impl" not in pretrain_config(
+            a, attention=False).model:
+        p.error(f"--attention-impl {a.attention_impl}: this checkout's models have no "
+                f"model.attention_impl to set (their attention is the one XLA op)")
+
+
+def devices_wanted(a) -> int:
+    return math.prod(a.mesh_sizes.values()) if a.mesh_sizes else 1
 
 
 def predictions(seq_len: int) -> int:
@@ -112,10 +180,10 @@ def generate_flops_per_token(a) -> float:
     return 2.0 * (a.layers * layer_matmul_params(a) + a.hidden * a.vocab)
 
 
-def matmul_peak_flops(n: int = 2048, reps: int = 10) -> float:
+def matmul_peak_flops(n: int = 2048, reps: int = 10, dtype: str = "float32") -> float:
     import jax
     import jax.numpy as jnp
-    a = jnp.ones((n, n), jnp.float32)
+    a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = float("inf")
@@ -135,6 +203,19 @@ def peak_memory_mb() -> float:
     except Exception:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def device_memory_mb(devices) -> tuple[float, str]:
+    """The fullest device's memory, MB: its runtime's peak_bytes_in_use where kept (GPU,
+    TPU), else (CPU) the bytes of the live arrays' shards on it; and which of the two."""
+    import jax
+
+    stats = [d.memory_stats() or {} for d in devices]
+    if all("peak_bytes_in_use" in s for s in stats):
+        return max(s["peak_bytes_in_use"] for s in stats) / 2 ** 20, "peak_bytes_in_use"
+    live = jax.live_arrays()
+    return max(sum(shard.data.nbytes for x in live for shard in x.addressable_shards
+                   if shard.device == d) for d in devices) / 2 ** 20, "live arrays"
 
 
 def median_seconds(fn, warmup: int, repeats: int):
@@ -188,12 +269,10 @@ def gpt_config(a):
                      pre_ln=True, dropout_rate=0.1, attention_dropout_rate=0.1)
 
 
-def pretrain_task(a):
-    """The real pre-training task's compute half (ssl_jax.tasks: its model, loss and stats)
-    at the benchmark's sizes: its experiment config with --layers/--hidden/--heads/--seq-len
-    and --vocab tokens, built without reading any corpus."""
+def pretrain_config(a, *, attention: bool = True):
+    """The real pre-training task's experiment config at the benchmark's sizes (--layers/
+    --hidden/--heads/--seq-len, --batch), our AdamW settings, and the scale flags."""
     from ssl_jax import config as config_lib
-    from ssl_jax.tasks import get_compute
 
     sizes = [("model.num_layers", a.layers), ("model.hidden_size", a.hidden),
              ("model.num_heads", a.heads), ("model.mlp_dim", 4 * a.hidden),
@@ -205,9 +284,26 @@ def pretrain_task(a):
     else:  # MLM at ceil(0.15 * seq) positions + NSP
         spec = "experiments/bert/pretrain.py:tiny,mask_rate=0.15,nsp=True"
         sizes += [("model.max_position_embeddings", max(512, a.seq_len))]
+    sizes += [("num_train_steps", 1000), ("model.dtype", a.dtype)]
+    sizes += [(f"optimizer.{k}", v) for k, v in OPTIMIZER.items() if k != "name"]
+    if a.grad_accum > 1:
+        sizes.append(("grad_accum_steps", a.grad_accum))
+    if a.mesh_sizes:
+        sizes += [(f"mesh.{axis}", n) for axis, n in a.mesh_sizes.items()]
+        sizes.append(("sharding_rules", a.rules or "dp"))
     config = config_lib.load_config(os.path.join(ROOT, spec),
                                     [(k, str(v)) for k, v in sizes])
-    return get_compute(f"{a.model}_pretrain")(config, vocab_size=a.vocab)
+    if attention and a.attention_impl is not None:  # parse checked that the config has it
+        config.model.attention_impl = a.attention_impl
+    return config
+
+
+def pretrain_task(a):
+    """The real pre-training task's compute half (ssl_jax.tasks: its model, loss and stats)
+    at the benchmark's sizes, built without reading any corpus."""
+    from ssl_jax.tasks import get_compute
+
+    return get_compute(f"{a.model}_pretrain")(pretrain_config(a), vocab_size=a.vocab)
 
 
 def run_ours_train(a) -> dict:
@@ -217,13 +313,26 @@ def run_ours_train(a) -> dict:
     from ssl_jax.train.optim import make_optimizer
     from ssl_jax.train.step import TrainState, make_train_step
 
-    batch = jax.device_put(synthetic_batch(a))
     task = pretrain_task(a)
-    params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
-    run = ml_collections.ConfigDict(dict(num_train_steps=1000, optimizer=OPTIMIZER))
-    tx, schedule = make_optimizer(run)
-    state = TrainState.create(apply_fn=None, params=params, tx=tx)
-    step = jax.jit(make_train_step(task, 0, schedule), donate_argnums=(0,))
+    if a.mesh_sizes is None:  # one device, plain jit (the default)
+        batch = jax.device_put(synthetic_batch(a))
+        params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
+        run = ml_collections.ConfigDict(dict(num_train_steps=1000, optimizer=OPTIMIZER))
+        tx, schedule = make_optimizer(run)
+        state = TrainState.create(apply_fn=None, params=params, tx=tx)
+        step = jax.jit(make_train_step(task, 0, schedule, accumulate=a.grad_accum),
+                       donate_argnums=(0,))
+        devices = jax.devices()[:1]
+    else:  # the loop's sharded state and step over the mesh
+        from ssl_jax.train.loop import build_state
+        from ssl_jax.train.sharding import Parallel
+
+        parallel = Parallel.from_config(task.config)
+        state, shardings, schedule = build_state(task.config, task, parallel, fresh=False)
+        step = parallel.wrap_train_step(
+            make_train_step(task, 0, schedule, parallel.axis_name, a.grad_accum), shardings)
+        batch = parallel.put_batch(synthetic_batch(a))
+        devices = list(parallel.mesh.devices.flat)
 
     def one_step():
         nonlocal state
@@ -231,15 +340,19 @@ def run_ours_train(a) -> dict:
         return jax.block_until_ready(metrics)
 
     seconds, metrics = median_seconds(one_step, a.warmup, a.steps)
+    memory, memory_kind = device_memory_mb(devices)
     return {"step_ms": 1000 * seconds, "tokens_per_s": a.batch * a.seq_len / seconds,
             "flops_per_step": train_flops_per_step(a, full_vocab_head=False),
-            "peak_memory_mb": peak_memory_mb(), "loss": float(metrics["loss"])}
+            "peak_memory_mb": peak_memory_mb(), "device_memory_mb": memory,
+            "device_memory_kind": memory_kind, "devices": len(devices),
+            "loss": float(metrics["loss"])}
 
 
 def run_ours_generate(a) -> dict:
     import jax
     from ssl_jax.eval.generation import generate_ids
     from ssl_jax.models.gpt import GptLM
+    from ssl_jax.models.partitioning import init_unboxed
 
     config = gpt_config(a)
     prompts = synthetic_prompts(a).tolist()
@@ -255,7 +368,9 @@ def run_ours_generate(a) -> dict:
     generated = sorted({len(row) for row in out})
     if len(out) != a.batch or generated != [a.new_tokens]:
         raise RuntimeError(f"ours generated {generated} tokens per row, not {a.new_tokens}")
-    return {"seconds": seconds, "peak_memory_mb": peak_memory_mb()}
+    memory, memory_kind = device_memory_mb(jax.devices()[:1])
+    return {"seconds": seconds, "peak_memory_mb": peak_memory_mb(), "devices": 1,
+            "device_memory_mb": memory, "device_memory_kind": memory_kind}
 
 
 def run_ours(a) -> dict:
@@ -306,8 +421,13 @@ def run_peer_train(a, torch, transformers) -> dict:
                             betas=(OPTIMIZER["b1"], OPTIMIZER["b2"]), eps=OPTIMIZER["eps"],
                             weight_decay=OPTIMIZER["weight_decay"])
 
+    import contextlib
+    cast = (torch.autocast("cpu", dtype=torch.bfloat16) if a.dtype == "bfloat16"
+            else contextlib.nullcontext())  # --dtype bfloat16: mixed precision, fp32 weights
+
     def step():
-        loss = model(**inputs).loss
+        with cast:
+            loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIMIZER["grad_clip_norm"])
         opt.step()
@@ -354,16 +474,45 @@ def run_peer(a) -> dict:
 
 
 # --- driver ----------------------------------------------------------------------------------
-def _worker(kind: str, argv: list[str]) -> dict:
+def _worker(kind: str, argv: list[str], env: dict | None = None) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--worker", kind],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def table_peak(device_kind: str) -> tuple[str, float] | None:
+    """(table entry, dense bf16 FLOP/s) of the first DEVICE_PEAKS entry in device_kind."""
+    for kind, peak in DEVICE_PEAKS:
+        if kind.lower() in device_kind.lower():
+            return kind, peak
+    return None
+
+
+def device_peak(a) -> dict:
+    """What MFU is measured against, from this process's JAX (it lets the workers have the
+    accelerator's memory): per-device peak FLOP/s, its source, the platform and device."""
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # this process only (see main)
+    import jax
+
+    device = jax.devices()[0]
+    out = {"platform": device.platform, "device_kind": device.device_kind,
+           "device_count": jax.device_count()}
+    if a.peak_tflops is not None:
+        return dict(out, peak=a.peak_tflops * 1e12, source="--peak-tflops")
+    if device.platform == "cpu":
+        return dict(out, peak=matmul_peak_flops(), source="measured float32 matmul, the whole CPU")
+    known = table_peak(device.device_kind)
+    if known is not None:
+        return dict(out, peak=known[1], source=f"dense bf16 peak of {known[0]}")
+    return dict(out, peak=matmul_peak_flops(8192, dtype="bfloat16"),
+                source=f"measured bfloat16 matmul ({device.device_kind} is not in the table)")
+
+
 def _finish(a, r: dict, peak: float) -> None:
-    """Adds the per-mode derived columns: tokens/s, time column, MFU."""
+    """Adds the per-mode derived columns: tokens/s, time column, MFU (over `peak`, the
+    FLOP/s of all the devices the row ran on), tokens/s per device."""
     if a.mode == "generate":
         new = a.batch * a.new_tokens
         r["tokens_per_s"] = new / r["seconds"]
@@ -371,6 +520,7 @@ def _finish(a, r: dict, peak: float) -> None:
         r["mfu"] = generate_flops_per_token(a) * new / r["seconds"] / peak
     else:
         r["mfu"] = r["flops_per_step"] / (r["step_ms"] / 1000) / peak
+    r["tokens_per_s_per_device"] = r["tokens_per_s"] / r.get("devices", 1)
 
 
 def main(argv=None) -> int:
@@ -383,25 +533,52 @@ def main(argv=None) -> int:
     if a.peer == "on" and not have_peer:
         print("error: --peer on needs torch and transformers installed", file=sys.stderr)
         return 2
-    peak = matmul_peak_flops()
-    rows = [_worker("ours", argv)]
-    if a.peer != "off" and have_peer:
-        rows.append(_worker("peer", argv))
-    for r in rows:
-        _finish(a, r, peak)
+    env = dict(os.environ)  # the workers', before device_peak changes this process's
+    hw = device_peak(a)
+    peak, on_cpu, devices = hw["peak"], hw["platform"] == "cpu", devices_wanted(a)
+    if on_cpu and devices > 1:  # fake CPU devices, sharing the cores
+        flags = [f for f in env.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        env["XLA_FLAGS"] = " ".join(flags + [
+            f"--xla_force_host_platform_device_count={devices}"])
+    elif devices > hw["device_count"]:
+        print(f"error: --mesh {a.mesh} needs {devices} devices; this machine has "
+              f"{hw['device_count']} {hw['platform']}", file=sys.stderr)
+        return 2
+    if a.peer == "on" and not on_cpu:
+        print(f"error: --peer on: the peer runs on the CPU; JAX here runs on "
+              f"{hw['platform']}", file=sys.stderr)
+        return 2
+    rows = [_worker("ours", argv, env)]
+    if a.peer != "off" and have_peer and on_cpu:
+        rows.append(_worker("peer", argv, env))
+    for r in rows:  # a CPU's measured peak is the whole machine's, whatever its fake devices
+        _finish(a, r, peak if on_cpu else peak * r.get("devices", 1))
     generate = a.mode == "generate"
     shape = (f"batch {a.batch} prompt {a.prompt_len} + {a.new_tokens} new tokens (greedy, "
              f"KV cache)" if generate else f"batch {a.batch} seq {a.seq_len}")
+    hardware = (f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s, {os.cpu_count()} CPUs"
+                if on_cpu and a.peak_tflops is None else
+                f"{hw['device_kind']}: {peak / 1e12:.0f} TFLOP/s per device ({hw['source']})")
     print(f"{a.mode} {a.model} L{a.layers}/H{a.hidden}/A{a.heads} vocab {a.vocab} {shape}; "
-          f"measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s, {os.cpu_count()} CPUs\n")
+          f"{hardware}")
+    layout = (f"mesh {a.mesh or 'data=1'} ({rows[0]['devices']} {hw['platform']} device(s)"
+              f"{', fake: they share the cores' if on_cpu and devices > 1 else ''}), rules "
+              f"{a.rules or 'dp'}" if a.mesh_sizes else "one device, plain jit")
+    if not generate:
+        print(f"dtype {a.dtype}, attention {a.attention_impl or 'the config default'}, "
+              f"grad accum {a.grad_accum}, {layout}")
+    print()
     time_column = "ms/token" if generate else "step ms"
-    print(f"| system | {'new ' if generate else ''}tokens/s | {time_column} | MFU | "
-          "peak memory MB |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"| system | {'new ' if generate else ''}tokens/s | per device | {time_column} | MFU | "
+          "peak memory MB | device memory MB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         ms = r["ms_per_token"] if generate else r["step_ms"]
-        print(f"| {r['system']} | {r['tokens_per_s']:.0f} | {ms:.1f} | "
-              f"{100 * r['mfu']:.1f}% | {r['peak_memory_mb']:.0f} |")
+        device_memory = f"{r['device_memory_mb']:.0f}" if "device_memory_mb" in r else "-"
+        print(f"| {r['system']} | {r['tokens_per_s']:.0f} | {r['tokens_per_s_per_device']:.0f} | "
+              f"{ms:.1f} | {100 * r['mfu']:.1f}% | {r['peak_memory_mb']:.0f} | "
+              f"{device_memory} |")
     ours = rows[0]
     result = {"model": a.model, "mode": a.mode, "layers": a.layers, "hidden": a.hidden,
               "heads": a.heads, "vocab": a.vocab, "batch": a.batch}
@@ -410,7 +587,14 @@ def main(argv=None) -> int:
                   {"seq_len": a.seq_len, "step_ms": ours["step_ms"]})
     result.update({"tokens_per_s": ours["tokens_per_s"], "mfu": ours["mfu"],
                    "peak_memory_mb": ours["peak_memory_mb"], "matmul_peak_flops": peak,
-                   "device": ours["device"]})
+                   "device": ours["device"], "device_kind": hw["device_kind"],
+                   "peak_flops_per_device": peak, "peak_source": hw["source"],
+                   "devices": ours["devices"],
+                   "tokens_per_s_per_device": ours["tokens_per_s_per_device"],
+                   "device_memory_mb": ours["device_memory_mb"],
+                   "device_memory_kind": ours["device_memory_kind"], "dtype": a.dtype,
+                   "attention_impl": a.attention_impl, "grad_accum": a.grad_accum,
+                   "mesh": a.mesh_sizes, "rules": (a.rules or "dp") if a.mesh_sizes else None})
     if len(rows) > 1:
         peer = rows[1]
         result["peer"] = {k: peer[k] for k in ("system", "tokens_per_s", "mfu", "peak_memory_mb",

@@ -1,0 +1,74 @@
+"""benchmarks/throughput.py's scale flags: checked before any worker starts, the peak table,
+and the sharded step timing the same computation as the plain one."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+from tests.conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location(
+    "throughput", os.path.join(ROOT, "benchmarks/throughput.py"))
+throughput = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(throughput)
+
+TINY = ["--layers", "2", "--hidden", "32", "--heads", "2", "--vocab", "300", "--batch", "4",
+        "--seq-len", "16", "--steps", "1", "--warmup", "1"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--mesh", "fsdp=3"], "--batch 4 is not divisible by the 3 batch shard(s)"),
+    (["--grad-accum", "8"], "x --grad-accum 8"),
+    (["--grad-accum", "0"], "--grad-accum 0 must be >= 1"),
+    (["--mesh", "pipe=2"], "unknown mesh axis 'pipe'"),
+    (["--attention-impl", "cudnn"], "--attention-impl cudnn"),
+    (["--mode", "generate", "--model", "gpt", "--dtype", "bfloat16"],
+     "--dtype bfloat16 applies to --mode train"),
+    (["--peak-tflops", "-1"], "--peak-tflops -1.0 must be positive"),
+])
+def test_bad_scale_flags_exit_2(extra, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        throughput.parse(TINY + extra)
+    assert done.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_attention_impl_is_refused_only_where_the_config_lacks_it(capsys):
+    config = throughput.pretrain_config(throughput.parse(TINY), attention=False)
+    if "attention_impl" in config.model:  # the models choose their attention: passed through
+        a = throughput.parse(TINY + ["--attention-impl", "xla"])
+        assert throughput.pretrain_config(a).model.attention_impl == "xla"
+    else:
+        with pytest.raises(SystemExit):
+            throughput.parse(TINY + ["--attention-impl", "xla"])
+        assert "no model.attention_impl to set" in capsys.readouterr().err
+
+
+def test_gpu_peaks_by_device_kind():
+    assert throughput.table_peak("NVIDIA H100 80GB HBM3") == ("H100", 989e12)
+    assert throughput.table_peak("NVIDIA H100 PCIe") == ("H100 PCIe", 756e12)
+    assert throughput.table_peak("NVIDIA H200") == ("H200", 989e12)
+    assert throughput.table_peak("NVIDIA A100-SXM4-80GB") == ("A100", 312e12)
+    assert throughput.table_peak("cpu") is None
+
+
+@pytest.mark.parametrize("model", ["gpt"])  # BERT: the same path, 40 s more
+def test_the_sharded_step_on_one_device_is_the_plain_step(model):
+    import jax
+
+    """--mesh data=1 --rules fsdp runs the loop's build_state + wrap_train_step: the same
+    initial parameters, dropout draws and update as the plain jitted step, so the same loss
+    after 2 steps; and the per-device tokens/s and device memory are reported."""
+    a = throughput.parse(["--model", model] + TINY)
+    plain = throughput.run_ours_train(a)
+    sharded = throughput.run_ours_train(throughput.parse(
+        ["--model", model] + TINY + ["--mesh", "data=1", "--rules", "fsdp"]))
+    assert sharded["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert plain["devices"] == sharded["devices"] == 1
+    assert plain["device_memory_kind"] == "live arrays"  # the CPU keeps no allocator stats
+    # the live arrays hold at least the parameters and AdamW's two moments (float32)
+    params = jax.eval_shape(throughput.pretrain_task(a).init_params, jax.random.PRNGKey(0))
+    state_bytes = 3 * 4 * sum(x.size for x in jax.tree_util.tree_leaves(params))
+    assert plain["device_memory_mb"] * 2 ** 20 >= state_bytes
