@@ -356,8 +356,6 @@ def run_ours_generate(a) -> dict:
 
     config = gpt_config(a)
     prompts = synthetic_prompts(a).tolist()
-    from ssl_jax.models.partitioning import init_unboxed
-
     params = init_unboxed(GptLM(config), jax.random.PRNGKey(0), jax.numpy.asarray(prompts))["params"]
 
     def generate():
