@@ -141,6 +141,11 @@ def _check_scale_flags(p: argparse.ArgumentParser, a) -> None:
             a, attention=False).model:
         p.error(f"--attention-impl {a.attention_impl}: this checkout's models have no "
                 f"model.attention_impl to set (their attention is the one XLA op)")
+    if a.attention_impl is not None:
+        try:  # the models' own check (e.g. cudnn where it cannot run), before any compute
+            pretrain_task(a)
+        except ValueError as e:
+            p.error(f"--attention-impl {a.attention_impl}: {e}")
 
 
 def devices_wanted(a) -> int:

@@ -23,7 +23,8 @@ TINY = ["--layers", "2", "--hidden", "32", "--heads", "2", "--vocab", "300", "--
     (["--grad-accum", "8"], "x --grad-accum 8"),
     (["--grad-accum", "0"], "--grad-accum 0 must be >= 1"),
     (["--mesh", "pipe=2"], "unknown mesh axis 'pipe'"),
-    (["--attention-impl", "cudnn"], "--attention-impl cudnn"),
+    (["--attention-impl", "cudnn"],  # on this CPU: the models' own refusal
+     "--attention-impl cudnn: model.attention_impl='cudnn' needs an NVIDIA GPU"),
     (["--mode", "generate", "--model", "gpt", "--dtype", "bfloat16"],
      "--dtype bfloat16 applies to --mode train"),
     (["--peak-tflops", "-1"], "--peak-tflops -1.0 must be positive"),
