@@ -33,21 +33,29 @@ def device_bytes(arrays, device) -> int:
                if s.device == device)
 
 
-def measure(argv: list[str]) -> dict:
-    import gc
-
-    import jax
-
+def planned_task(argv: list[str]):
+    """The planner's command line -> (config, the task's compute half, its layout), built
+    as the planner builds them."""
     from ssl_jax import plan
     from ssl_jax.tasks import get_compute
-    from ssl_jax.train.loop import build_state, check_config
-    from ssl_jax.train.step import make_train_step
+    from ssl_jax.train.loop import check_config
 
     args, overrides = plan.parse_args(argv)
     config, _ = plan.planning_config(args, overrides)
     facts, _ = plan.task_facts(config)
     parallel = check_config(config)
-    task = get_compute(config.task)(config, **facts)
+    return config, get_compute(config.task)(config, **facts), parallel
+
+
+def measure(argv: list[str]) -> dict:
+    import gc
+
+    import jax
+
+    from ssl_jax.train.loop import build_state
+    from ssl_jax.train.step import make_train_step
+
+    config, task, parallel = planned_task(argv)
     state, shardings, schedule = build_state(config, task, parallel, fresh=False)
     step = parallel.wrap_train_step(
         make_train_step(task, config.seed, schedule, parallel.axis_name,
@@ -76,14 +84,8 @@ def build(argv: list[str]) -> dict:
     import jax
 
     from ssl_jax import plan
-    from ssl_jax.tasks import get_compute
-    from ssl_jax.train.loop import check_config
 
-    args, overrides = plan.parse_args(argv)
-    config, _ = plan.planning_config(args, overrides)
-    facts, _ = plan.task_facts(config)
-    parallel = check_config(config)
-    task = get_compute(config.task)(config, **facts)
+    config, task, parallel = planned_task(argv)
     _, state, _ = plan.abstract_inputs(config, task, parallel)
     params = jax.tree_util.tree_leaves(state.params)
     unsharded = [x for x in params if x.sharding.is_fully_replicated]
