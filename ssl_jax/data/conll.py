@@ -75,6 +75,23 @@ def read_conll(path: str) -> list[dict]:
     return sentences
 
 
+def document_starts(path: str) -> set[int]:
+    """Indices (as read_conll numbers them) of the sentences that follow a -DOCSTART- line,
+    so a writer can mark documents as the released file does."""
+    starts, sentence, in_sentence, pending = set(), 0, False, False
+    for line in read_text(path, "CoNLL file").splitlines():
+        if line.startswith("-DOCSTART-") or not line.strip():
+            sentence += in_sentence
+            in_sentence = False
+            pending = pending or line.startswith("-DOCSTART-")
+            continue
+        if not in_sentence and pending:
+            starts.add(sentence)
+            pending = False
+        in_sentence = True
+    return starts
+
+
 def split_file(split: str, path: str) -> str:
     """The released file of `split` in directory `path` (train.txt or eng.train style)."""
     if split not in SPLITS:

@@ -127,7 +127,8 @@ class PairSource(Source):
 
 
 class GlueSource(PairSource):
-    def __init__(self, task: str, path: str | None, data_dir: str | None):
+    def __init__(self, task: str, path: str | None, data_dir: str | None,
+                 eval_split: str = "validation"):
         if task not in glue.GLUE_TASKS:
             raise ValueError(f"finetune.dataset='glue/{task}': unknown GLUE task; expected one "
                              f"of {sorted(glue.GLUE_TASKS)}")
@@ -135,8 +136,10 @@ class GlueSource(PairSource):
         self.name = f"glue/{task}"
         self.metrics = spec.metrics
         self.metric = spec.metrics[0]
+        splits = spec.eval_splits if eval_split == "validation" else tuple(
+            s for s in spec.splits if s.startswith("test"))
         super().__init__(glue.load_glue(task, "train", path, data_dir),
-                         {s: glue.load_glue(task, s, path, data_dir) for s in spec.eval_splits},
+                         {s: glue.load_glue(task, s, path, data_dir) for s in splits},
                          spec.label_names)
 
 
@@ -239,10 +242,15 @@ class SquadSource(Source):
     num_outputs = 2
     metric = "f1"
 
-    def __init__(self, version: str, path: str | None, data_dir: str | None, ft):
+    def __init__(self, version: str, path: str | None, data_dir: str | None, ft,
+                 eval_split: str = "validation"):
         if version not in ("v1.1", "v2.0"):
             raise ValueError(f"finetune.dataset='squad/{version}'; expected squad/v1.1 or "
                              f"squad/v2.0")
+        if eval_split != "validation":
+            raise ValueError(f"squad/{version} has no public test set (its test questions are "
+                             f"hidden; the leaderboard scores a submitted model): use the "
+                             f"validation (dev) split")
         self.version = version[1:]
         self.version_2 = self.version == "2.0"
         files = ({"train": f"{path}/train-{version}.json",
@@ -290,17 +298,31 @@ class SquadSource(Source):
                 "eval_windows": len(self.eval_meta)}
 
 
+EVAL_SPLITS = ("validation", "test")
+
+
 def load_source(ft, data_config=None) -> Source:
-    """config.finetune -> its Source (reads the data; raises on a bad name or file)."""
+    """config.finetune -> its Source (reads the data; raises on a bad name or file).
+
+    The eval examples are the benchmark's dev split(s), or its test split(s) when
+    `ft.eval_split` is "test" (set by ssl_jax.predict; training configs have no such field):
+    GLUE's test files (labels -1, NaN for STS-B), CoNLL-2003's testb. SQuAD and the passage
+    task have no test split: an error."""
     family, _, name = ft.dataset.partition("/")
     path, data_dir = ft.get("path") or None, ft.get("data_dir") or None
+    split = ft.get("eval_split") or "validation"
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"eval split {split!r}; expected one of {list(EVAL_SPLITS)}")
     if family == "glue":
-        return GlueSource(name, path, data_dir)
+        return GlueSource(name, path, data_dir, split)
     if family == "squad":
-        return SquadSource(name, path, data_dir, ft)
+        return SquadSource(name, path, data_dir, ft, split)
     if family == "conll2003":
-        return ConllSource(name, path, data_dir)
+        return ConllSource(name, path, data_dir, split)
     if ft.dataset == "embedded/passage_source":
+        if split != "validation":
+            raise ValueError("embedded/passage_source has no test split (its held-out "
+                             "sentences are the validation split)")
         return PassageSource(data_config, ft.num_documents)
     raise ValueError(f"finetune.dataset={ft.dataset!r}; expected glue/<task>, squad/v1.1, "
                      f"squad/v2.0, conll2003/ner, conll2003/pos or embedded/passage_source")

@@ -1,0 +1,201 @@
+"""ssl_jax.predict: each benchmark's submission files from a tiny fine-tuned run, re-read into
+the official metrics (GLUE metrics on the TSV, seqeval on the CoNLL file, SQuAD's evaluation
+on predictions.json) equal to the run's own eval; bad input fails with one line."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ssl_jax import predict
+from ssl_jax.data import conll, glue, squad
+from ssl_jax.eval import squad_metrics, task_metrics
+from ssl_jax.train.loop import train_and_evaluate
+from tests.conftest import run_main
+from tests.test_finetune import FIXTURES, ft_config
+
+RUNS = {"mrpc": ("glue.py:task=mrpc,variant=tiny,steps=2", "glue/MRPC"),
+        "stsb": ("glue.py:task=stsb,variant=tiny,steps=2", "glue/STS-B"),
+        "ner": ("conll2003.py:variant=tiny,steps=2", "conll2003"),
+        "squad2": ("squad.py:variant=tiny,steps=2,version=v2.0", "squad")}
+
+
+def finetuned(tmp_path_factory, name: str, **fields):
+    """A tiny random-encoder run of RUNS[name] (2 steps, evaluated at the end): (workdir,
+    the run's final eval metrics)."""
+    from ssl_jax.tasks.finetune import FinetuneTask
+
+    spec, data = RUNS[name]
+    config = ft_config(spec, **{"finetune.path": os.path.join(FIXTURES, data),
+                                "eval_every_steps": 2, "checkpoint_every_steps": 2,
+                                "max_seq_len": 64, **fields})
+    workdir = str(tmp_path_factory.mktemp(name))
+    summary = train_and_evaluate(config, workdir, FinetuneTask, progress=False)
+    return workdir, {k: v for k, v in summary.items() if k.startswith("eval_")}
+
+
+@pytest.fixture(scope="session")
+def mrpc_run(tmp_path_factory):
+    return finetuned(tmp_path_factory, "mrpc")
+
+
+@pytest.fixture(scope="session")
+def ner_run(tmp_path_factory):
+    return finetuned(tmp_path_factory, "ner")
+
+
+@pytest.fixture(scope="session")
+def squad2_run(tmp_path_factory):
+    return finetuned(tmp_path_factory, "squad2", **{"finetune.doc_stride": 16,
+                                                     "finetune.max_query_len": 16})
+
+
+def read_submission(path: str) -> list[list[str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows[0] == ["index", "prediction"]
+    return rows[1:]
+
+
+def same_metrics(metrics: dict, eval_metrics: dict):
+    for k, v in metrics.items():
+        assert eval_metrics[f"eval_{k}"] == pytest.approx(v, abs=1e-6), k
+
+
+def test_glue_test_and_dev_files(mrpc_run, tmp_path, capsys):
+    workdir, eval_metrics = mrpc_run
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "test")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path / "test")) == ["MRPC.tsv"]
+    test = glue.load_glue("mrpc", "test", os.path.join(FIXTURES, "glue", "MRPC"))
+    rows = read_submission(tmp_path / "test" / "MRPC.tsv")
+    assert [int(i) for i, _ in rows] == [e["idx"] for e in test]
+    assert {p for _, p in rows} <= {"0", "1"}
+
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "dev",
+                    "--split", "validation")
+    assert done.returncode == 0, done.stderr
+    dev = glue.load_glue("mrpc", "validation", os.path.join(FIXTURES, "glue", "MRPC"))
+    rows = read_submission(tmp_path / "dev" / "MRPC.tsv")
+    assert len(rows) == len(dev)
+    got = task_metrics.classification_metrics(("accuracy", "f1"),
+                                              np.asarray([int(p) for _, p in rows]),
+                                              np.asarray([e["label"] for e in dev]))
+    same_metrics(got, eval_metrics)
+    with open(tmp_path / "dev" / "metrics.json") as f:
+        written = json.load(f)
+    assert written["split"] == "validation"
+    same_metrics({k: written[k] for k in ("accuracy", "f1")}, eval_metrics)
+
+
+@pytest.mark.slow
+def test_conll_file_rereads_into_seqeval(ner_run, tmp_path, capsys):
+    workdir, eval_metrics = ner_run
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "dev",
+                    "--split", "validation")
+    assert done.returncode == 0, done.stderr
+    sentences, current = [], []
+    with open(tmp_path / "dev" / "predictions.txt") as f:
+        text = f.read()
+    for line in text.split("\n"):
+        if line.startswith("-DOCSTART-") or not line:
+            if current:
+                sentences.append(current)
+            current = []
+            continue
+        current.append(line.split(" "))
+    gold = conll.load_conll2003("validation", os.path.join(FIXTURES, "conll2003"))
+    assert [[w for w, _, _ in s] for s in sentences] == [s["words"] for s in gold]
+    assert [[g for _, g, _ in s] for s in sentences] == [s["ner"] for s in gold]
+    got = task_metrics.entity_metrics([[g for _, g, _ in s] for s in sentences],
+                                      [[p for _, _, p in s] for s in sentences])
+    same_metrics(got, eval_metrics)
+    # the test split (testb) has gold tags and its -DOCSTART- line
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "test")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "test" / "predictions.txt") as f:
+        assert f.read().startswith("-DOCSTART- O O\n\nSOCCER O ")
+    assert "f1" in json.loads((tmp_path / "test" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_squad_predictions_reread_into_the_official_scores(squad2_run, tmp_path, capsys):
+    workdir, eval_metrics = squad2_run
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "dev",
+                    "--split", "validation")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path / "dev")) == ["metrics.json", "null_odds.json",
+                                                    "predictions.json"]
+    predictions = json.loads((tmp_path / "dev" / "predictions.json").read_text())
+    odds = json.loads((tmp_path / "dev" / "null_odds.json").read_text())
+    examples = squad.load_squad("2.0", "validation",
+                                os.path.join(FIXTURES, "squad", "dev-v2.0.json"))
+    assert set(predictions) == set(odds) == {e["id"] for e in examples}
+    # the threshold is 0: a question is answered "" exactly when its null odds are > 0
+    assert all((predictions[i] == "") == (odds[i] > 0) for i in predictions)
+    same_metrics(squad_metrics.squad_scores(examples, predictions, version_2=True),
+                 eval_metrics)
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "test")
+    assert done.returncode == 2 and "squad/v2.0 has no public test set" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "test").exists()
+
+
+def test_bad_input_fails_with_one_line(mrpc_run, tmp_path, capsys):
+    workdir = mrpc_run[0]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    no_test = tmp_path / "MRPC"  # the released directory without test.tsv
+    no_test.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (no_test / name).write_bytes(open(os.path.join(FIXTURES, "glue", "MRPC", name),
+                                          "rb").read())
+    cases = [
+        (["--model", str(tmp_path / "nowhere")], "does not exist"),
+        (["--model", workdir, "--split", "train"], "--split 'train'"),
+        (["--model", workdir, "--data", str(tmp_path / "nowhere")], "is not a directory"),
+        (["--model", workdir, "--data", str(no_test)], "test.tsv"),
+        (["--model", workdir, "--step", "99"], "no checkpoint at step 99"),
+        (["--model", workdir, "--output", str(tmp_path / "full")], "already exists"),
+    ]
+    for argv, message in cases:
+        if "--output" not in argv:
+            argv = argv + ["--output", str(tmp_path / "out")]
+        done = run_main(capsys, predict.main, *argv)
+        assert done.returncode == 2 and message in done.stderr, (argv, done.stderr)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+        assert not (tmp_path / "out").exists()
+    pretrain = tmp_path / "pretrain"
+    pretrain.mkdir()
+    (pretrain / "config.json").write_text(json.dumps({"task": "bert_pretrain"}))
+    done = run_main(capsys, predict.main, "--model", pretrain, "--output", tmp_path / "out")
+    assert done.returncode == 2 and "expected a 'finetune' run" in done.stderr
+
+
+@pytest.mark.slow
+def test_mnli_and_stsb_files(tmp_path_factory, tmp_path, capsys):
+    """MNLI's matched/mismatched dev files with label names; STS-B's clipped floats."""
+    from ssl_jax.eval.submissions import glue_file_name
+
+    assert glue_file_name("mnli", "test_matched") == "MNLI-m.tsv"
+    assert glue_file_name("mnli", "validation_mismatched") == "MNLI-mm.tsv"
+    workdir, eval_metrics = finetuned(tmp_path_factory, "stsb")
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "s")
+    assert done.returncode == 0, done.stderr
+    rows = read_submission(tmp_path / "s" / "STS-B.tsv")
+    assert all(0.0 <= float(p) <= 5.0 for _, p in rows)
+    RUNS["mnli"] = ("glue.py:task=mnli,variant=tiny,steps=2", "glue/MNLI")
+    workdir, eval_metrics = finetuned(tmp_path_factory, "mnli")
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "m",
+                    "--split", "validation")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path / "m")) == ["MNLI-m.tsv", "MNLI-mm.tsv", "metrics.json"]
+    names = glue.GLUE_TASKS["mnli"].label_names
+    for file, split, prefix in (("MNLI-m.tsv", "validation_matched", ""),
+                                ("MNLI-mm.tsv", "validation_mismatched",
+                                 "validation_mismatched_")):
+        rows = read_submission(tmp_path / "m" / file)
+        dev = glue.load_glue("mnli", split, os.path.join(FIXTURES, "glue", "MNLI"))
+        assert {p for _, p in rows} <= set(names)
+        accuracy = np.mean([names.index(p) == e["label"] for (_, p), e in zip(rows, dev)])
+        assert eval_metrics[f"eval_{prefix}accuracy"] == pytest.approx(accuracy)
