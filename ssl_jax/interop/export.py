@@ -4,7 +4,10 @@
     python -m ssl_jax.interop.export --workdir runs/gpt_mini --output exported/gpt_mini
 
 BERT runs become BertForPreTraining (BertForMaskedLM when trained without NSP) with
-vocab.txt; GPT runs GPT2LMHeadModel with vocab.json + merges.txt (post-LN and sparse-attention
+vocab.txt; fine-tuned BERT runs (`finetune`) BertForSequenceClassification (STS-B:
+problem_type regression), BertForTokenClassification or BertForQuestionAnswering, with
+id2label in the task's label names (a mean-pooled classifier has no transformers form: an
+error); GPT runs GPT2LMHeadModel with vocab.json + merges.txt (post-LN and sparse-attention
 GPTs have no GPT-2 form: an error). transformers' from_pretrained(OUT) loads the result,
 and so does ssl_jax.interop.pretrained.load_pretrained (bit for bit). OUT must not exist yet
 (or be empty); it appears whole or not at all.
@@ -26,14 +29,15 @@ def export(workdir: str, output: str, step: int | None = None) -> str:
     if pretrained.kind == "gpt":
         hf_gpt2.save(output, pretrained.config, pretrained.params, pretrained.tokenizer)
     else:
-        hf_bert.save(output, pretrained.config, pretrained.params, pretrained.tokenizer)
+        hf_bert.save(output, pretrained.config, pretrained.params, pretrained.tokenizer,
+                     head=pretrained.head)
     return pretrained.description
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True,
-                        help="a bert_pretrain or gpt_pretrain run (or an HF directory)")
+                        help="a bert_pretrain, gpt_pretrain or finetune run (or an HF directory)")
     parser.add_argument("--output", required=True, help="the HF directory to create")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     args = parser.parse_args(argv)

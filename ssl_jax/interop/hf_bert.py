@@ -40,6 +40,11 @@ ARCHITECTURES = {(True, True): "BertForPreTraining", (True, False): "BertForMask
 TIES = {"cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias"}
 BUFFERS = ("embeddings.position_ids",)  # non-parameters older checkpoints carry
+# fine-tuning heads (BertWithHead's "classifier") -> the transformers class and its tensors;
+# token and span classes build their BertModel without a pooler
+HEAD_CLASSES = {"sequence": "BertForSequenceClassification",
+                "token": "BertForTokenClassification", "span": "BertForQuestionAnswering"}
+HEAD_TENSORS = {"sequence": "classifier", "token": "classifier", "span": "qa_outputs"}
 
 
 # --- the mapping -----------------------------------------------------------------------------
@@ -87,6 +92,37 @@ def rules(num_layers: int, *, pooler: bool = True, mlm: bool = False,
     if nsp:
         table += _dense("cls.seq_relationship", ("nsp",))
     return table
+
+
+def head_rules(head: str) -> list[Rule]:
+    """A fine-tuning head's linear layer (HF `classifier.*` or `qa_outputs.*`)."""
+    return _dense(HEAD_TENSORS[head], ("classifier",))
+
+
+def head_of(hf: dict) -> dict | None:
+    """The fine-tuning head an HF config's `architectures` names: {"head", "labels" (names
+    by id, None for regression and spans), "regression"}; None for other classes."""
+    heads = {name: head for head, name in HEAD_CLASSES.items()}
+    found = [heads[a] for a in hf.get("architectures") or [] if a in heads]
+    if not found:
+        return None
+    regression = hf.get("problem_type") == "regression"
+    id2label = hf.get("id2label") or {}
+    labels = (None if found[0] == "span" or regression
+              else [id2label[str(i)] for i in range(len(id2label))])
+    return {"head": found[0], "labels": labels, "regression": regression}
+
+
+def _head_config(head: dict) -> dict:
+    """config.json entries of a fine-tuning head (transformers' names)."""
+    out = {"architectures": [HEAD_CLASSES[head["head"]]]}
+    labels = head["labels"] or (["LABEL_0"] if head["regression"] else ["LABEL_0", "LABEL_1"])
+    out["id2label"] = {str(i): name for i, name in enumerate(labels)}
+    out["label2id"] = {name: i for i, name in enumerate(labels)}
+    if head["head"] == "sequence":
+        out["problem_type"] = ("regression" if head["regression"]
+                               else "single_label_classification")
+    return out
 
 
 def abstract_params(config: BertConfig, *, pooler: bool = True, mlm: bool = False,
@@ -234,12 +270,24 @@ def load(directory: str, *, scan_layers: bool | None = None
                  nsp=any(n.startswith("cls.seq_relationship.") for n in tensors))
     table = rules(config.num_layers, **parts)
     abstract = abstract_params(config, **parts)
+    head = head_of(read_json(os.path.join(directory, "config.json"), "model config"))
+    if head is not None:  # a fine-tuned model: its head's linear layer as "classifier"
+        name = HEAD_TENSORS[head["head"]]
+        if f"{name}.weight" not in tensors:
+            raise ValueError(f"{source}: a {HEAD_CLASSES[head['head']]} checkpoint without "
+                             f"{name}.weight")
+        table += head_rules(head["head"])
+        outputs, hidden = tensors[f"{name}.weight"].shape
+        abstract["classifier"] = {
+            "kernel": jax.ShapeDtypeStruct((hidden, outputs), config.param_dtype),
+            "bias": jax.ShapeDtypeStruct((outputs,), config.param_dtype)}
     check_tensors(source, tensors, expected_shapes(table, abstract),
                   ignored=lambda name: name in TIES or name in BUFFERS)
     check_tied(source, tensors, TIES)
     params = import_tensors(table, tensors, abstract)
     if not parts["pooler"]:
-        warnings.warn(f"{source} has no pooler; the pooler is freshly initialised")
+        if head is None or head["head"] == "sequence":  # token/span classes have none
+            warnings.warn(f"{source} has no pooler; the pooler is freshly initialised")
         flat_config = dataclasses.replace(config, scan_layers=False)
         params["encoder"]["pooler"] = to_numpy(_fresh_pooler_fn(flat_config)(
             jax.random.PRNGKey(0)))
@@ -253,10 +301,17 @@ def load(directory: str, *, scan_layers: bool | None = None
 
 
 def save(directory: str, config: BertConfig, params: dict,
-         wordpiece: wordpiece_lib.WordPiece) -> None:
+         wordpiece: wordpiece_lib.WordPiece, head: dict | None = None) -> None:
     """Writes a new HF BERT directory (published whole): config.json (BertForPreTraining,
     BertForMaskedLM or BertModel, by the heads in `params`), model.safetensors (float32),
-    vocab.txt, tokenizer_config.json. `params`: {"encoder"[, "mlm"][, "nsp"]}."""
+    vocab.txt, tokenizer_config.json. `params`: {"encoder"[, "mlm"][, "nsp"]}.
+
+    A fine-tuned model: `params` {"encoder", "classifier"} (BertWithHead's tree) and `head`
+    {"head", "labels", "regression", "pooling"} -> BertForSequenceClassification,
+    BertForTokenClassification or BertForQuestionAnswering with id2label in the label names.
+    Mean pooling has no transformers form: an error."""
+    if head is not None:
+        return _save_finetuned(directory, config, params, wordpiece, head)
     unknown = sorted(set(params) - {"encoder", *HEADS})
     if "encoder" not in params or unknown:
         raise ValueError(f"BERT params must be {{'encoder'[, 'mlm'][, 'nsp']}}; got "
@@ -275,6 +330,42 @@ def save(directory: str, config: BertConfig, params: dict,
                for name, tensor in export_tensors(table, params).items()}
     publish(directory, {
         "config.json": json_text(config_to_hf(config, wordpiece, **heads)),
+        WEIGHTS: safetensors_bytes(tensors),
+        "vocab.txt": _vocab_text(wordpiece),
+        "tokenizer_config.json": json_text(_tokenizer_config(wordpiece, config))})
+
+
+def _save_finetuned(directory: str, config: BertConfig, params: dict,
+                    wordpiece: wordpiece_lib.WordPiece, head: dict) -> None:
+    if head.get("pooling", "pooler") != "pooler":
+        raise ValueError(f"finetune.pooling={head['pooling']!r}: transformers' "
+                         f"BertForSequenceClassification pools with BERT's pooler on [CLS] only; "
+                         f"a mean-pooled model has no HF form")
+    if sorted(params) != ["classifier", "encoder"]:
+        raise ValueError(f"fine-tuned BERT params must be {{'encoder', 'classifier'}}; got "
+                         f"{sorted(params)}")
+    if wordpiece.vocab_size > config.vocab_size:
+        raise ValueError(f"the tokenizer has {wordpiece.vocab_size} tokens but the model's "
+                         f"embedding table only {config.vocab_size} rows")
+    pooler = head["head"] == "sequence"
+    params = to_numpy(params)
+    params["encoder"]["stack"] = with_layout(params["encoder"]["stack"], config.num_layers,
+                                             scan_layers=False)
+    if not pooler:
+        params["encoder"] = {k: v for k, v in params["encoder"].items() if k != "pooler"}
+    outputs = 2 if head["head"] == "span" else 1 if head["regression"] else len(head["labels"])
+    abstract = abstract_params(config, pooler=pooler)
+    abstract["classifier"] = {
+        "kernel": jax.ShapeDtypeStruct((config.hidden_size, outputs), jnp.float32),
+        "bias": jax.ShapeDtypeStruct((outputs,), jnp.float32)}
+    check_params(params, abstract)
+    tensors = {"bert." + name: tensor for name, tensor in
+               export_tensors(rules(config.num_layers, pooler=pooler), params).items()}
+    tensors.update(export_tensors(head_rules(head["head"]), params))
+    hf_config = config_to_hf(config, wordpiece, False, False)
+    hf_config.update(_head_config(head))
+    publish(directory, {
+        "config.json": json_text(hf_config),
         WEIGHTS: safetensors_bytes(tensors),
         "vocab.txt": _vocab_text(wordpiece),
         "tokenizer_config.json": json_text(_tokenizer_config(wordpiece, config))})

@@ -40,6 +40,8 @@ class Pretrained:
     params: dict
     tokenizer: WordPiece | bpe_lib.BpeTokenizer
     description: str
+    head: dict | None = None  # a fine-tuned BERT: {"head", "labels", "regression", "pooling"}
+                              # and params["classifier"] (see ssl_jax/interop/finetuned.py)
 
 
 def load_pretrained(path: str, *, step: int | None = None,
@@ -70,9 +72,12 @@ def _from_hf(path: str, model_type: str, step: int | None) -> Pretrained:
         raise ValueError(f"{path!r} is an HF checkpoint: it has no steps (step={step})")
     if model_type == "bert":
         config, params, tokenizer = hf_bert.load(path)
-        heads = [h for h in hf_bert.HEADS if h in params] or ["none"]
+        head = hf_bert.head_of(read_json(os.path.join(path, "config.json"), "config"))
+        heads = [h for h in hf_bert.HEADS if h in params] or [
+            hf_bert.HEAD_CLASSES[head["head"]] if head else "none"]
         what = f"BERT {_size(config)}, heads: {', '.join(heads)}"
-        return Pretrained("bert", config, params, tokenizer, f"HF checkpoint {path} ({what})")
+        return Pretrained("bert", config, params, tokenizer, f"HF checkpoint {path} ({what})",
+                          head)
     if model_type == "gpt2":
         config, params, tokenizer = hf_gpt2.load(path)
         return Pretrained("gpt", config, params, tokenizer,
@@ -82,6 +87,10 @@ def _from_hf(path: str, model_type: str, step: int | None) -> Pretrained:
 
 
 def _from_workdir(workdir: str, task: str, step: int | None) -> Pretrained:
+    if task == "finetune":  # a fine-tuned BERT: its encoder and head
+        from ssl_jax.interop.finetuned import load_finetuned
+
+        return load_finetuned(workdir, step)
     if task == "bert_pretrain":
         config, params, tokenizer, step = _bert_run(workdir, step)
     elif task == "gpt_pretrain":
@@ -93,8 +102,9 @@ def _from_workdir(workdir: str, task: str, step: int | None) -> Pretrained:
     else:
         stage = os.path.join(workdir, "pretrain")
         hint = f"; its pre-training run is {stage!r}" if os.path.isdir(stage) else ""
-        raise ValueError(f"{workdir!r} is a {task!r} run; expected a 'bert_pretrain' or "
-                         f"'gpt_pretrain' run (or an HF checkpoint directory){hint}")
+        raise ValueError(f"{workdir!r} is a {task!r} run; expected a 'bert_pretrain', "
+                         f"'gpt_pretrain' or 'finetune' run (or an HF checkpoint "
+                         f"directory){hint}")
     kind = "bert" if task == "bert_pretrain" else "gpt"
     which = f"step {step}" if step is not None else "best checkpoint, else the latest"
     return Pretrained(kind, config, params, tokenizer,
