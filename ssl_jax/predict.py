@@ -54,8 +54,8 @@ def load_run(run: str, split: str, data: str | None, step: int | None):
     steps = _steps(run)
     if step is not None and step not in steps:
         raise ValueError(f"{run!r} has no checkpoint at step {step}; it has {steps}")
-    if not os.path.isfile(os.path.join(run, "tokenizer", "vocab.txt")):
-        raise FileNotFoundError(f"{run!r} has no tokenizer/vocab.txt")
+    if not os.path.isdir(os.path.join(run, "tokenizer")):
+        raise FileNotFoundError(f"{run!r} has no tokenizer/ directory")
     if data is not None:
         if not os.path.isdir(data):
             raise FileNotFoundError(f"--data {data!r} is not a directory")
@@ -64,7 +64,7 @@ def load_run(run: str, split: str, data: str | None, step: int | None):
     with tempfile.TemporaryDirectory() as scratch:  # the task writes its tokenizer/ here
         shutil.copytree(os.path.join(run, "tokenizer"), os.path.join(scratch, "tokenizer"))
         task = get_task(config.task)(config, scratch)
-    _check_vocabulary(run, task)
+        _check_tokenizer(run, os.path.join(scratch, "tokenizer"))
     checkpointer = Checkpointer(os.path.join(run, "checkpoints"), best_metric=task.best_metric,
                                 best_mode=task.best_mode)
     try:
@@ -77,14 +77,16 @@ def load_run(run: str, split: str, data: str | None, step: int | None):
     return task, params, step
 
 
-def _check_vocabulary(run: str, task) -> None:
-    """The rebuilt task must tokenize as the run did (its init may have changed since)."""
-    with open(os.path.join(run, "tokenizer", "vocab.txt"), encoding="utf-8") as f:
-        kept = f.read().split("\n")[:-1]
-    vocab = sorted(task.wordpiece.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    if [t for t, _ in vocab] != kept:
-        raise ValueError(f"{run!r}: the rebuilt task's vocabulary differs from the run's "
-                         f"tokenizer/vocab.txt (has finetune.init changed since?)")
+def _check_tokenizer(run: str, rebuilt: str) -> None:
+    """The rebuilt task must tokenize as the run did (its init may have changed since): the
+    tokenizer files it wrote equal the run's."""
+    kept = os.path.join(run, "tokenizer")
+    for name in sorted(os.listdir(kept)):
+        with open(os.path.join(kept, name), "rb") as a, open(os.path.join(rebuilt, name),
+                                                               "rb") as b:
+            if a.read() != b.read():
+                raise ValueError(f"{run!r}: the rebuilt task's tokenizer/{name} differs from "
+                                 f"the run's (has finetune.init changed since?)")
 
 
 def predict_outputs(task, params) -> dict[str, np.ndarray]:

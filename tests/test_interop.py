@@ -345,8 +345,8 @@ def test_not_a_model_and_existing_outputs_are_errors(exported_bert, tmp_path):
     (tmp_path / "other/config.json").write_text('{"name": "x"}')
     with pytest.raises(ValueError, match="neither 'model_type'.*nor 'task'"):
         load_pretrained(str(tmp_path / "other"))
-    (tmp_path / "other/config.json").write_text('{"task": "finetune"}')
-    with pytest.raises(ValueError, match="a 'finetune' run; expected a 'bert_pretrain'"):
+    (tmp_path / "other/config.json").write_text('{"task": "rotation"}')
+    with pytest.raises(ValueError, match="a 'rotation' run; expected a 'bert_pretrain'"):
         load_pretrained(str(tmp_path / "other"))
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_pretrained(str(tmp_path))

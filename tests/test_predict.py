@@ -162,3 +162,26 @@ def test_mnli_and_stsb_files(tmp_path_factory, tmp_path, capsys):
         assert {p for _, p in rows} <= set(names)
         accuracy = np.mean([names.index(p) == e["label"] for (_, p), e in zip(rows, dev)])
         assert eval_metrics[f"eval_{prefix}accuracy"] == pytest.approx(accuracy)
+
+
+@pytest.mark.slow
+def test_a_run_from_a_pretrained_init(pretrained_tiny, tmp_path, capsys):
+    """The quickstart's passage task fine-tuned from the tiny pre-trained BERT: the task is
+    rebuilt from finetune.init; predictions.tsv re-reads into the run's eval accuracy."""
+    from ssl_jax.tasks.finetune import FinetuneTask
+    from ssl_jax.train.loop import train_and_evaluate
+    from tests.test_finetune import passage_config
+
+    config = passage_config(pretrained_tiny[0], 4, **{"finetune.num_documents": 4})
+    summary = train_and_evaluate(config, str(tmp_path / "run"), FinetuneTask, progress=False)
+    done = run_main(capsys, predict.main, "--model", tmp_path / "run", "--output",
+                    tmp_path / "out", "--split", "validation")
+    assert done.returncode == 0, done.stderr
+    rows = read_submission(tmp_path / "out" / "predictions.tsv")
+    task = FinetuneTask(config, str(tmp_path / "again"))
+    labels = [e["label"] for e in task.source.evals["validation"]]
+    accuracy = np.mean([p == f"doc{y}" for (_, p), y in zip(rows, labels)])
+    assert summary["eval_accuracy"] == pytest.approx(accuracy)
+    done = run_main(capsys, predict.main, "--model", tmp_path / "run", "--output",
+                    tmp_path / "test")
+    assert done.returncode == 2 and "no test split" in done.stderr

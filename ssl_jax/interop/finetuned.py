@@ -53,8 +53,9 @@ def _encoder_config(run, tokenizer):
         return bert_config(run.model, tokenizer.vocab_size)
     init = load_pretrained(ft.init, scan_layers=run.model.scan_layers)
     if init.kind != "bert":
-        raise ValueError(f"the run fine-tuned a {init.kind} model (finetune.init="
-                         f"{ft.init!r}); only fine-tuned BERT encoders load here")
+        raise ValueError(f"the run fine-tuned a {init.kind} model (finetune.init={ft.init!r}): "
+                         f"the GPT-1 recipe (added tokens, a head on [extract]) has no "
+                         f"transformers class; only fine-tuned BERT runs export or load here")
     return init.config
 
 
@@ -67,8 +68,9 @@ def load_finetuned(workdir: str, step: int | None = None):
     run = read_config(workdir, "finetune")
     tokenizer = bpe_lib.load_tokenizer(os.path.join(workdir, "tokenizer"))
     if not isinstance(tokenizer, WordPiece):
-        raise ValueError(f"{workdir!r}: its tokenizer/ holds a {type(tokenizer).__name__}; "
-                         "only fine-tuned BERT runs (WordPiece) load here")
+        raise ValueError(f"{workdir!r}: its tokenizer/ holds a {type(tokenizer).__name__} (a "
+                         f"GPT fine-tuned run?): the GPT-1 recipe has no transformers class; "
+                         f"only fine-tuned BERT runs export or load here")
     facts = head_facts(run.finetune)
     head = dict(facts, pooling=run.finetune.get("pooling", "pooler"))
     del head["metric"]
