@@ -121,6 +121,7 @@ def minilm_dir(tmp_path_factory):
 # tiny fine-tuned runs (random tiny encoder, 2 steps) of each head, for predict and export
 RUNS = {"mrpc": ("glue.py:task=mrpc,variant=tiny,steps=2", "glue/MRPC"),
         "stsb": ("glue.py:task=stsb,variant=tiny,steps=2", "glue/STS-B"),
+        "mnli": ("glue.py:task=mnli,variant=tiny,steps=2", "glue/MNLI"),
         "ner": ("conll2003.py:variant=tiny,steps=2", "conll2003"),
         "squad2": ("squad.py:variant=tiny,steps=2,version=v2.0", "squad")}
 

@@ -11,7 +11,7 @@ import pytest
 from ssl_jax import predict
 from ssl_jax.data import conll, glue, squad
 from ssl_jax.eval import squad_metrics, task_metrics
-from tests.conftest import RUNS, finetuned, run_main
+from tests.conftest import finetuned, run_main
 from tests.test_finetune import FIXTURES
 
 def read_submission(path: str) -> list[list[str]]:
@@ -147,7 +147,6 @@ def test_mnli_and_stsb_files(tmp_path_factory, tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     rows = read_submission(tmp_path / "s" / "STS-B.tsv")
     assert all(0.0 <= float(p) <= 5.0 for _, p in rows)
-    RUNS["mnli"] = ("glue.py:task=mnli,variant=tiny,steps=2", "glue/MNLI")
     workdir, eval_metrics = finetuned(tmp_path_factory, "mnli")
     done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "m",
                     "--split", "validation")
