@@ -198,7 +198,7 @@ def gpt_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt_run")
     run = config_lib.load_config(os.path.join(ROOT, "experiments/gpt/pretrain.py:gpt-tiny"),
                                  [("model.hidden_size", "32"), ("model.mlp_dim", "64"),
-                                  ("model.max_len", "128")])
+                                  ("model.max_len", "64")])
     tokenizer = bpe.train_bpe([t * 3 for t in TEXTS] * 4 + ["1 2 3 4 5 6 7 8 9 0 + - = ?"], 300)
     config = gpt_config(run.model, tokenizer.vocab_size)
     _fake_run(str(root / "run"), run, GptLM(config), (jnp.zeros((1, 4), jnp.int32),),
@@ -207,24 +207,36 @@ def gpt_run(tmp_path_factory):
     return str(root / "run"), str(root / "hf")
 
 
-def test_fewshot_and_summarize_give_equal_numbers_on_a_run_and_its_export(gpt_run, capsys,
-                                                                          tmp_path):
+def test_fewshot_gives_equal_numbers_on_a_run_and_its_export(gpt_run, capsys):
     run, hf = gpt_run
     before = sorted(os.listdir(hf))
-    results = {}
+    rows = []
     for directory in (run, hf):
         done = run_main(capsys, fewshot.main, "--model", directory, "--tasks", "arithmetic_2d+",
                         "--shots", "0", "--num-examples", "2")
         assert done.returncode == 0, done.stderr
-        few = json.loads(done.stdout.splitlines()[-1])
+        rows.append(json.loads(done.stdout.splitlines()[-1])["rows"])
+    assert rows[0] == rows[1] and rows[0][0]["results"][0]["scored"] == 2
+    assert os.path.exists(os.path.join(run, "fewshot.json"))
+    assert sorted(os.listdir(hf)) == before  # an HF directory is left as it is
+
+
+@pytest.mark.slow
+def test_summarize_gives_equal_numbers_on_a_run_and_its_export(gpt_run, capsys, tmp_path):
+    run, hf = gpt_run
+    before = sorted(os.listdir(hf))
+    results = []
+    for directory in (run, hf):
         done = run_main(capsys, summarize.main, "--model", directory, "--data", SUMMARIES,
                         "--num-articles", "1", "--max-new-tokens", "4",
                         "--output", tmp_path / "s.json")
         assert done.returncode == 0, done.stderr
-        results[directory] = (few["rows"], json.loads(done.stdout.splitlines()[-1])["scores"])
-    assert results[run] == results[hf]
-    assert os.path.exists(os.path.join(run, "fewshot.json"))
-    assert sorted(os.listdir(hf)) == before  # an HF directory is left as it is
+        results.append(json.loads(done.stdout.splitlines()[-1]))
+        assert json.loads((tmp_path / "s.json").read_text()) == results[-1]
+    assert results[0]["scores"] == results[1]["scores"]
+    assert [e["TL;DR"] for e in results[0]["examples"]] == [
+        e["TL;DR"] for e in results[1]["examples"]]
+    assert sorted(os.listdir(hf)) == before
 
 
 @pytest.mark.slow
