@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from ssl_jax import embed, generate
 from ssl_jax.data import bpe, tokenize
@@ -136,6 +136,29 @@ def test_the_import_equals_a_numpy_gpt2(hf_dir):
     ids = pretrained.tokenizer.encode("Hello world, the quick brown fox")
     ours = np.asarray(GptLM(c).apply({"params": pretrained.params}, jnp.asarray([ids])))[0]
     assert np.abs(ours - _numpy_gpt2(raw, ids)).max() < 1e-4
+
+
+def test_older_gpt2_files_load_the_same(hf_dir, tmp_path):
+    """No "transformer." prefix, lm_head.weight stored (= wte), masked_bias and n_ctx (as in
+    OpenAI's converted checkpoints): the same params; an untied lm_head is refused."""
+    files, _, _ = hf_dir
+    tensors = {k.removeprefix("transformer."): v
+               for k, v in load_file(os.path.join(files, "model.safetensors")).items()}
+    tensors["lm_head.weight"] = tensors["wte.weight"]
+    tensors["h.0.attn.masked_bias"] = np.float32([-1e4])
+    old = tmp_path / "old"
+    shutil.copytree(files, old)
+    save_file(tensors, str(old / "model.safetensors"))
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**config, "n_ctx": POSITIONS}))
+    new, older = load_pretrained(files), load_pretrained(str(old))
+    assert older.config == new.config
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params),
+                                                    jax.tree.leaves(older.params)))
+    tensors["lm_head.weight"] = tensors["wte.weight"] + 1
+    save_file(tensors, str(old / "model.safetensors"))
+    with pytest.raises(ValueError, match="lm_head.weight differs from wte.weight"):
+        load_pretrained(str(old))
 
 
 def _greedy(config, params, ids: list[int], steps: int) -> list[int]:
