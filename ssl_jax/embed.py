@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.data.model_dir import add_model_argument
 from ssl_jax.files import read_text
 from ssl_jax.models.bert import BertConfig, BertEncoder
 
@@ -139,8 +140,8 @@ def save_npy(path: str, array: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True,
-                        help="an HF BERT directory or a bert_pretrain workdir")
+    add_model_argument(parser, "the BERT encoder (a bert_pretrain run or an HF BERT directory)",
+                       workdir_alias=False)
     parser.add_argument("--input", required=True, help="a text file: one sentence per line")
     parser.add_argument("--output", required=True, help="the .npy to write")
     parser.add_argument("--normalize", action="store_true", help="unit-length rows")

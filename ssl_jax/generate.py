@@ -1,7 +1,10 @@
-"""Sample text from a trained GPT run.
+"""Sample text from a GPT: a trained gpt_pretrain run or an HF GPT-2 directory.
 
-    python -m ssl_jax.generate --workdir runs/gpt_mini --prompt "The for statement"
-    python -m ssl_jax.generate --workdir runs/gpt_mini --prompts prompts.txt --top-k 40
+    python -m ssl_jax.generate --model runs/gpt_mini --prompt "The for statement"
+    python -m ssl_jax.generate --model gpt2/ --prompts prompts.txt --top-k 40
+
+--model: a gpt_pretrain workdir or a local HF GPT-2 directory (config.json, model.safetensors,
+vocab.json + merges.txt or tokenizer.json); --workdir is the same argument.
 
 Prints each prompt's continuation, then one line of JSON with all of them. Greedy unless a
 sampling flag (--temperature, --top-k, --top-p) is given.
@@ -12,6 +15,8 @@ import argparse
 import contextlib
 import json
 import sys
+
+from ssl_jax.data.model_dir import add_model_argument
 
 
 def _prompts(args) -> list[str]:
@@ -39,7 +44,7 @@ def _prompts(args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True, help="a gpt_pretrain run's directory")
+    add_model_argument(parser, "the GPT (a gpt_pretrain run or an HF GPT-2 directory)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt")
     source.add_argument("--prompts", help="a file: one prompt per line (.jsonl: JSON strings)")
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--stop", help="stop at this text (default: the end-of-text token)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the best)")
+    parser.add_argument("--step", type=int,
+                        help="a run's checkpoint step (default: the best)")
     args = parser.parse_args(argv)
     try:
         prompts = _prompts(args)
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                                 top_k=args.top_k or 0,
                                 top_p=1.0 if args.top_p is None else args.top_p)
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the results
-            lm = LanguageModel.from_workdir(args.workdir, args.step)
+            lm = LanguageModel.from_pretrained(args.model, args.step)
             stop = args.stop if args.stop is not None else lm.tokenizer.decode(
                 [lm.tokenizer.eot_id])
             outputs = lm.generate(prompts, max_new_tokens=args.max_new_tokens,

@@ -15,14 +15,15 @@ from ssl_jax.train.checkpoint import Checkpointer
 from tests.conftest import ROOT
 
 SUMMARIES = os.path.join(ROOT, "tests/fixtures/summaries.jsonl")
-GPT_RUN = "expected a 'gpt_pretrain' run's workdir"
+GPT_RUN = "generation and scoring need a GPT (a gpt_pretrain run or an HF GPT-2 directory)"
 
 
 def _workdirs(root) -> None:
     """Workdirs a new user might point a command at by mistake (config.json only)."""
     configs = {"bert": {"task": "bert_pretrain", "data": {"corpus": "embedded"}},
                "jigsaw": {"task": "jigsaw"}, "notask": {}, "gpt": {
-                   "task": "gpt_pretrain", "data": {"corpus": "embedded"}}}
+                   "task": "gpt_pretrain", "data": {"corpus": "embedded"}},
+               "hfbert": {"model_type": "bert"}, "hfgpt2": {"model_type": "gpt2"}}
     for name, config in configs.items():
         os.makedirs(root / name)
         (root / name / "config.json").write_text(json.dumps(config))
@@ -41,17 +42,23 @@ def _workdirs(root) -> None:
 
 
 CASES = [  # (command, argv with {d} = the scratch directory, expected part of the message)
-    (generate, "--workdir {d}/bert --prompt hi", "workdir '{d}/bert' is a 'bert_pretrain' run; "
+    (generate, "--workdir {d}/bert --prompt hi", "'{d}/bert' is a 'bert_pretrain' run; "
      + GPT_RUN),
-    (generate, "--workdir {d}/notask --prompt hi", "has a config.json without a 'task' field"),
-    (generate, "--workdir {d}/nowhere --prompt hi", "config.json' does not exist"),
-    (generate, "--workdir {d}/badjson --prompt hi", "cannot read the workdir's config"),
+    (generate, "--model {d}/hfbert --prompt hi", "'{d}/hfbert' is an HF BERT checkpoint; "
+     + GPT_RUN),
+    (generate, "--workdir {d}/notask --prompt hi", "neither 'model_type' (an HF checkpoint) nor"),
+    (generate, "--workdir {d}/nowhere --prompt hi", "model '{d}/nowhere' is not a directory"),
+    (generate, "--model {d}/empty --prompt hi", "model '{d}/empty' has no config.json"),
+    (generate, "--workdir {d}/badjson --prompt hi", "cannot read model config"),
     (generate, "--workdir {d}/listjson --prompt hi", "config.json' is not a JSON object"),
     (generate, "--workdir {d}/gpt --prompts {d}/empty.txt", "holds no prompt"),
     (generate, "--workdir {d}/gpt --prompt hi --top-p 2", "top_p=2.0 must be in (0, 1]"),
     (fewshot, "--workdir {d}/bert", "is a 'bert_pretrain' run; " + GPT_RUN),
     (fewshot, "--workdir {d}/jigsaw", "is a 'jigsaw' run; " + GPT_RUN),
     (fewshot, "--workdir {d}/listjson", "is not a JSON object"),
+    (fewshot, "--model {d}/hfbert", "is an HF BERT checkpoint; " + GPT_RUN),
+    (fewshot, "--model {d}/nowhere", "model '{d}/nowhere' is not a directory"),
+    (fewshot, "--model {d}/hfgpt2 --tasks cl", "give --words FILE"),
     (fewshot, "--workdir {d}/gpt --num-examples 0", "--num-examples=0 must be >= 1"),
     (fewshot, "--workdir {d}/gpt --seed -1", "--seed=-1 must be >= 0"),
     (fewshot, "--workdir {d}/gpt --tasks , --shots 0", "--tasks ',' names no task"),
@@ -60,6 +67,8 @@ CASES = [  # (command, argv with {d} = the scratch directory, expected part of t
     (summarize, "--workdir {d}/bert --data " + SUMMARIES + " --num-articles 5",
      "is a 'bert_pretrain' run; " + GPT_RUN),
     (summarize, "--workdir {d}/gpt --data {d}/empty.txt", "neither tfds:NAME[:SPLIT] nor"),
+    (summarize, "--model {d}/hfbert --data " + SUMMARIES, "is an HF BERT checkpoint; " + GPT_RUN),
+    (summarize, "--model {d}/empty --data " + SUMMARIES, "model '{d}/empty' has no config.json"),
     (embed, "--model {d}/jigsaw --input {d}/one.txt --output {d}/e.npy", "is a 'jigsaw' run"),
     (embed, "--model {d}/bert --input {d}/one.txt --output {d}/empty",
      "--output '{d}/empty' is a directory; expected a .npy file name"),
@@ -69,6 +78,10 @@ CASES = [  # (command, argv with {d} = the scratch directory, expected part of t
     (tokenize, "--tokenizer {d}/dupvocab", "line 8 repeats the token 'hello' (first on line 6)"),
     (tokenize, "--tokenizer {d}/gapvocab", "vocab.txt' line 3 is blank"),
     (tokenize, "--tokenizer {d}/empty", "holds none of: encoder.json"),
+    (tokenize, "--model {d}/gpt", "is a 'gpt_pretrain' run without a tokenizer/ directory"),
+    (tokenize, "--model {d}/hfgpt2", "has no tokenizer: expected vocab.json + merges.txt or "
+     "tokenizer.json"),
+    (tokenize, "--model {d}/nowhere", "model '{d}/nowhere' is not a directory"),
     (preview, "--config " + os.path.join(ROOT, "experiments/gpt/pretrain.py:gpt-tiny"),
      "is a 'gpt_pretrain' config; the preview shows BERT pre-training data"),
     (preview, "--config " + os.path.join(ROOT, "experiments/bert/pretrain.py:tiny") +

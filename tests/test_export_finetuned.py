@@ -3,7 +3,6 @@ TokenClassification,QuestionAnswering}: tensor names and shapes as transformers 
 id2label in the task's labels, a bit-identical re-import with equal logits; a fine-tuned run
 through `interop.export` and `load_pretrained`; transformers' own logits where installed."""
 import json
-import os
 
 import jax
 import jax.numpy as jnp

@@ -368,7 +368,7 @@ def fake_generation(monkeypatch):
 
     class LanguageModel:
         @staticmethod
-        def from_workdir(workdir):
+        def from_pretrained(workdir):
             loaded.append(workdir)
             return KnowingLM()
 
@@ -421,5 +421,5 @@ def test_cli_flags_defaults_and_errors(tmp_path, fake_generation, capsys):
     assert fewshot.main(["--workdir", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "unknown task 'arithmetic_9d+'" in err and "shots must be comma-separated" in err
-    assert "config.json' does not exist" in err
+    assert "nowhere' is not a directory" in err
     assert fake_generation == []  # errors come before the model is loaded

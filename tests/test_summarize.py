@@ -279,8 +279,9 @@ def test_evaluate_rejects_bad_settings_before_generating():
 
 
 def test_cli_prints_table_then_json_and_writes_files(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(generation.LanguageModel, "from_workdir",
-                        staticmethod(lambda workdir: EchoModel(max_len=60)))
+    monkeypatch.setattr(generation.LanguageModel, "from_pretrained",
+                        staticmethod(lambda model: EchoModel(max_len=60)))
+    (tmp_path / "config.json").write_text('{"task": "gpt_pretrain"}')
     args = ["--workdir", str(tmp_path), "--data", FIXTURE, "--num-articles", "4",
             "--max-new-tokens", "20", "--batch-size", "3"]
     assert summarize.main(args) == 0
@@ -290,7 +291,7 @@ def test_cli_prints_table_then_json_and_writes_files(monkeypatch, tmp_path, caps
     assert lines[:-1] == summarize.format_table(results).splitlines()
     assert json.loads((tmp_path / "summarize.json").read_text()) == results
     assert (tmp_path / "summarize.md").read_text() == "\n".join(lines[:-1]) + "\n"
-    assert sorted(os.listdir(tmp_path)) == ["summarize.json", "summarize.md"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "summarize.json", "summarize.md"]
 
     assert summarize.main(args[:3] + [str(tmp_path / "none.jsonl")]) == 2
     assert summarize.main(args + ["--top-k", "-3"]) == 2

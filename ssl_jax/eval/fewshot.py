@@ -1,8 +1,10 @@
 """GPT-3-style few-shot in-context evaluation (Brown et al. 2020, sections 2, 3.9.1, 3.9.2).
 
-    python -m ssl_jax.eval.fewshot --workdir DIR
+    python -m ssl_jax.eval.fewshot --model DIR
         [--tasks arithmetic_2d+,cl,test.jsonl[:demos.jsonl]] [--shots 0,1,10]
-        [--num-examples 100] [--seed 0] [--output FILE.json]
+        [--num-examples 100] [--seed 0] [--words FILE] [--output FILE.json]
+
+--model: a gpt_pretrain workdir or a local HF GPT-2 directory (--workdir is the same).
 
 Each test context is preceded by K demonstrations (context + correct completion) drawn at
 random from a pool generated on a different random stream than the test examples (or from a
@@ -11,10 +13,13 @@ log-likelihood of each choice: "acc" picks the largest sum, "acc_norm" the large
 token (GPT-3's normalisation). Free-form examples {"context", "answer"} are scored by exact
 match (whitespace stripped) of the greedy continuation, cut at the first newline.
 
-Defaults come from DIR/config.json's "fewshot" section (tasks, shots, num_examples, seed) when
-present, else all arithmetic and word-scrambling tasks, K = 0, 1, 10. Prints a markdown table
-(one column per K) and, as the last line, the results as JSON; writes DIR/fewshot.json and
-DIR/fewshot.md too.
+Defaults come from a run's config.json "fewshot" section (tasks, shots, num_examples, seed)
+when present, else all arithmetic and word-scrambling tasks, K = 0, 1, 10. The scramble tasks'
+words are the most frequent of the run's training corpus, or of --words FILE; an HF checkpoint
+has no corpus, so without --words its default is the arithmetic tasks (said on stderr). Prints
+a markdown table (one column per K) and, as the last line, the results as JSON; a run's
+directory also gets fewshot.json and fewshot.md (an HF directory is left as it is: use
+--output).
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ import numpy as np
 from ssl_jax.eval.fewshot_tasks import (ARITHMETIC_TASKS, DEMO_POOL_SIZE, FREE_FORM,
                                         MULTIPLE_CHOICE, SCRAMBLE_TASKS, Task, load_task,
                                         word_list)
-from ssl_jax.files import write_atomic
+from ssl_jax.data.model_dir import add_model_argument, read_gpt_config
+from ssl_jax.files import read_text, write_atomic
 
 METRICS = {MULTIPLE_CHOICE: ("acc", "acc_norm"), FREE_FORM: ("exact_match",)}
 STOP = "\n"                      # free-form answers end at the first newline
@@ -273,41 +279,75 @@ def corpus_words(config) -> list[str]:
     return words
 
 
+def file_words(path: str) -> list[str]:
+    """word_list() of a text file's lines (--words)."""
+    words = word_list(read_text(path, "--words file").splitlines())
+    if not words:
+        raise ValueError(f"--words {path!r} has no lower-case words of 4-15 letters for the "
+                         "scramble tasks")
+    return words
+
+
+def _scramble_words(args: argparse.Namespace, run, tasks: Sequence[str]) -> list[str] | None:
+    """The word list of the scramble tasks among `tasks`: --words, else the run's training
+    corpus; None when no scramble task is asked for."""
+    scrambles = [t for t in tasks if t in SCRAMBLE_TASKS]
+    if not scrambles:
+        return None
+    if args.words is not None:
+        return file_words(args.words)
+    if run is None:
+        raise ValueError(f"the scramble tasks {scrambles} draw words from the training corpus, "
+                         f"and {args.model!r} is an HF checkpoint without one: give --words "
+                         "FILE (a text whose most frequent words are used) or other --tasks")
+    return corpus_words(run)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a trained GPT run's directory")
+    add_model_argument(parser, "the GPT (a gpt_pretrain run or an HF GPT-2 directory)")
     parser.add_argument("--tasks", default=None,
                         help="comma-separated task names or test.jsonl[:demos.jsonl]")
     parser.add_argument("--shots", default=None, help="comma-separated K values, e.g. 0,1,10")
     parser.add_argument("--num-examples", type=int, default=None, help="test examples per task")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--words", default=None,
+                        help="a text file: the scramble tasks' words are its most frequent "
+                             "(default: the run's training corpus)")
     parser.add_argument("--output", default=None, help="also write the results JSON here")
     args = parser.parse_args(argv)
     try:
         from ssl_jax import config as config_lib
 
-        config = config_lib.read_config(args.workdir, task="gpt_pretrain")
-        settings = _settings(args, config)
+        is_run = "task" in read_gpt_config(args.model)
+        run = config_lib.read_config(args.model) if is_run else None
+        if run is None and args.tasks is None and args.words is None:
+            args.tasks = ",".join(ARITHMETIC_TASKS)
+            print(f"note: {args.model!r} is an HF checkpoint without a training corpus for the "
+                  "scramble tasks' words: running the arithmetic tasks (--words FILE adds "
+                  "the scramble tasks)", file=sys.stderr)
+        settings = _settings(args, run or {})
         if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
             raise FileNotFoundError(f"--output {args.output!r}: its directory does not exist")
-        words = (corpus_words(config) if any(t in SCRAMBLE_TASKS for t in settings["tasks"])
-                 else None)
+        words = _scramble_words(args, run, settings["tasks"])
         tasks = load_tasks(settings["tasks"], settings["shots"], settings["num_examples"],
                            settings["seed"], words)
         from ssl_jax.eval.generation import LanguageModel
 
-        lm = LanguageModel.from_workdir(args.workdir)
+        lm = LanguageModel.from_pretrained(args.model)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = [evaluate_task(lm, task, settings["shots"], settings["seed"]) for task in tasks]
     table = format_table(rows)
-    payload = {"workdir": args.workdir, **settings, "rows": rows}
-    outputs = [os.path.join(args.workdir, "fewshot.json")] + ([args.output] if args.output else [])
+    payload = {"model": args.model, **settings, "rows": rows}
+    outputs = ([os.path.join(args.model, "fewshot.json")] if is_run else []) + (
+        [args.output] if args.output else [])
     for path in outputs:
         write_atomic(path, json.dumps(payload, indent=2) + "\n")
-    write_atomic(os.path.join(args.workdir, "fewshot.md"), table + "\n")
+    if is_run:
+        write_atomic(os.path.join(args.model, "fewshot.md"), table + "\n")
     print(table)
     print(json.dumps(payload))
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Sequence
 
 import jax
@@ -196,29 +195,18 @@ class LanguageModel:
         self.max_len = config.max_len
 
     @classmethod
-    def from_workdir(cls, workdir: str, step: int | None = None) -> "LanguageModel":
-        """The run's best checkpoint by held-out loss (or `step`), config and tokenizer."""
-        from ssl_jax.config import read_config
-        from ssl_jax.data.bpe import load_tokenizer
-        from ssl_jax.models.gpt import gpt_config
-        from ssl_jax.train.checkpoint import Checkpointer
+    def from_pretrained(cls, path: str, step: int | None = None) -> "LanguageModel":
+        """The GPT at `path`: a gpt_pretrain run (its best checkpoint by held-out loss, or
+        `step`) or an HF GPT-2 directory, through ssl_jax.interop.pretrained. Anything else
+        is refused from its config.json, before a weight is read."""
+        from ssl_jax.data.model_dir import read_gpt_config
+        from ssl_jax.interop.pretrained import load_pretrained
 
-        config = read_config(workdir, task="gpt_pretrain")
-        tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
-        model_config = gpt_config(config.model, tokenizer.vocab_size)
-        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-        step = step if step is not None else (ckpt.best_step() or ckpt.latest_step())
-        if step is None:
-            raise FileNotFoundError(f"{workdir!r} has no checkpoint yet")
-        model = GptLM(model_config)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-            jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0),
-                                              jnp.zeros((1, 8), jnp.int32))["params"]))
-        params = ckpt.restore_params(abstract, step)
-        ckpt.close()
-        return cls(model_config, params, tokenizer)
+        read_gpt_config(path)
+        pretrained = load_pretrained(path, step=step)
+        return cls(pretrained.config, jax.device_put(pretrained.params), pretrained.tokenizer)
+
+    from_workdir = from_pretrained  # its name before HF directories were read too
 
     def _stop_id(self, stop: str | None) -> int | None:
         if stop is None:

@@ -7,12 +7,14 @@ its first 3 sentences ("lead-3"). Scores are mean ROUGE-1/2/L F1 against the ref
 highlights (rouge-score, Porter stemming); "rougeLsum" (sentences on their own lines, as in
 the CNN/DailyMail literature) is kept in the JSON.
 
-    python -m ssl_jax.eval.summarize --workdir runs/gpt --data tfds:cnn_dailymail:test
-    python -m ssl_jax.eval.summarize --workdir runs/gpt --data tests/fixtures/summaries.jsonl \\
-        --num-articles 5
+    python -m ssl_jax.eval.summarize --model runs/gpt --data tfds:cnn_dailymail:test
+    python -m ssl_jax.eval.summarize --model gpt2/ --data tests/fixtures/summaries.jsonl \\
+        --num-articles 5 --output gpt2_tldr.json
 
-Prints the table, writes WORKDIR/summarize.json and WORKDIR/summarize.md; the last stdout
-line is the results as one JSON object.
+--model: a gpt_pretrain workdir or a local HF GPT-2 directory (--workdir is the same).
+Prints the table; the last stdout line is the results as one JSON object. A run's directory
+also gets summarize.json and summarize.md (an HF directory is left as it is); --output FILE
+writes the JSON there too.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ssl_jax.data import corpora
+from ssl_jax.data.model_dir import add_model_argument, read_gpt_config
 from ssl_jax.files import read_text, write_atomic
 
 TLDR_HINT = "\nTL;DR:"
@@ -273,7 +276,7 @@ def format_table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a trained language model's workdir")
+    add_model_argument(parser, "the GPT (a gpt_pretrain run or an HF GPT-2 directory)")
     parser.add_argument("--data", required=True, help="tfds:cnn_dailymail[:SPLIT] or FILE.jsonl")
     parser.add_argument("--data-dir", default=None,
                         help="TFDS data dir (default: $SSL_JAX_DATA_DIR or ~/.cache/ssl_jax/tfds)")
@@ -282,25 +285,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--output", default=None, help="also write the results JSON here")
     args = parser.parse_args(argv)
     settings = dict(num_articles=args.num_articles, max_new_tokens=args.max_new_tokens,
                     top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout: the table and the JSON only
             _check_settings(**settings)
-            if not os.path.isdir(args.workdir):
-                raise FileNotFoundError(f"--workdir {args.workdir!r} is not a directory")
+            is_run = "task" in read_gpt_config(args.model)
+            if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+                raise FileNotFoundError(f"--output {args.output!r}: its directory does not exist")
             articles = load_articles(args.data, limit=args.num_articles, data_dir=args.data_dir)
             from ssl_jax.eval.generation import LanguageModel
-            lm = LanguageModel.from_workdir(args.workdir)
+            lm = LanguageModel.from_pretrained(args.model)
             results = evaluate(lm, articles, **settings)
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     results["data"] = args.data
     table = format_table(results)
-    write_atomic(os.path.join(args.workdir, "summarize.json"), json.dumps(results, indent=1))
-    write_atomic(os.path.join(args.workdir, "summarize.md"), table + "\n")
+    if is_run:  # an HF directory is left as it is
+        write_atomic(os.path.join(args.model, "summarize.json"), json.dumps(results, indent=1))
+        write_atomic(os.path.join(args.model, "summarize.md"), table + "\n")
+    if args.output:
+        write_atomic(args.output, json.dumps(results, indent=1))
     print(table)
     print(json.dumps(results))
     return 0

@@ -1,7 +1,9 @@
 """Export a training run (BERT or GPT) as a Hugging Face-format directory.
 
-    python -m ssl_jax.interop.export --workdir runs/quickstart/pretrain --output exported/bert
-    python -m ssl_jax.interop.export --workdir runs/gpt_mini --output exported/gpt_mini
+    python -m ssl_jax.interop.export --model runs/quickstart/pretrain --output exported/bert
+    python -m ssl_jax.interop.export --model runs/gpt_mini --output exported/gpt_mini
+
+(--workdir is the same argument as --model.)
 
 BERT runs become BertForPreTraining (BertForMaskedLM when trained without NSP) with
 vocab.txt; fine-tuned BERT runs (`finetune`) BertForSequenceClassification (STS-B:
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from ssl_jax.data.model_dir import add_model_argument
 
 
 def export(workdir: str, output: str, step: int | None = None) -> str:
@@ -36,13 +40,12 @@ def export(workdir: str, output: str, step: int | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True,
-                        help="a bert_pretrain, gpt_pretrain or finetune run (or an HF directory)")
+    add_model_argument(parser, "a bert_pretrain, gpt_pretrain or finetune run (or an HF directory)")
     parser.add_argument("--output", required=True, help="the HF directory to create")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     args = parser.parse_args(argv)
     try:
-        description = export(args.workdir, args.output, args.step)
+        description = export(args.model, args.output, args.step)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,16 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import jax.numpy as jnp
 
 from ssl_jax.data import bpe as bpe_lib
 from ssl_jax.data import conll, glue
 from ssl_jax.data.tokenizer import WordPiece
-from ssl_jax.interop.hf_format import to_numpy
 from ssl_jax.models.bert import bert_config
 from ssl_jax.models.heads import BertWithHead
-from ssl_jax.models.partitioning import init_unboxed
 
 
 def head_facts(ft) -> dict:
@@ -62,8 +59,7 @@ def _encoder_config(run, tokenizer):
 def load_finetuned(workdir: str, step: int | None = None):
     """The fine-tuned model of a `finetune` run as a Pretrained (kind "bert")."""
     from ssl_jax.config import read_config
-    from ssl_jax.interop.pretrained import Pretrained, _check_checkpoints, _size
-    from ssl_jax.train.checkpoint import Checkpointer
+    from ssl_jax.interop.pretrained import Pretrained, _restore, _size
 
     run = read_config(workdir, "finetune")
     tokenizer = bpe_lib.load_tokenizer(os.path.join(workdir, "tokenizer"))
@@ -78,25 +74,9 @@ def load_finetuned(workdir: str, step: int | None = None):
                                  scan_layers=run.model.scan_layers)
     outputs = 2 if head["head"] == "span" else 1 if head["regression"] else len(head["labels"])
     model = BertWithHead(config, head["head"], outputs, pooling=head["pooling"])
-    _check_checkpoints(workdir)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     ids = jnp.zeros((1, 1), jnp.int32)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0), ids, ids, ids))["params"])
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                                best_metric=f"eval_{facts['metric']}", best_mode="max")
-    try:
-        step = step if step is not None else (checkpointer.best_step()
-                                              or checkpointer.latest_step())
-        if step is None:
-            raise FileNotFoundError(f"{workdir!r} has no checkpoint yet")
-        if step not in checkpointer.all_steps():
-            raise ValueError(f"{workdir!r} has no checkpoint at step {step}; it has "
-                             f"{checkpointer.all_steps()}")
-        params = to_numpy(checkpointer.restore_params(abstract, step))
-    finally:
-        checkpointer.close()
+    params, step = _restore(workdir, model, (ids, ids, ids), step,
+                            best_metric=f"eval_{facts['metric']}", best_mode="max")
     return Pretrained("bert", config, params, tokenizer,
                       f"finetune run {workdir} ({run.finetune.dataset}, step {step}; BERT "
                       f"{_size(config)}, {head['head']} head)", head)

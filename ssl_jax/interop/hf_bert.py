@@ -202,20 +202,6 @@ def config_to_hf(config: BertConfig, wordpiece: wordpiece_lib.WordPiece, mlm: bo
 
 # --- tokenizer -------------------------------------------------------------------------------
 
-def _load_wordpiece(directory: str, source: str) -> wordpiece_lib.WordPiece:
-    """vocab.txt, lower-cased as tokenizer_config.json's do_lower_case says (default True)."""
-    path = os.path.join(directory, "tokenizer_config.json")
-    settings = read_json(path, "tokenizer config") if os.path.exists(path) else {}
-    lowercase = settings.get("do_lower_case", True)
-    strip_accents = settings.get("strip_accents")
-    if strip_accents is not None and strip_accents != lowercase:
-        raise ValueError(f"{source}: strip_accents={strip_accents} with do_lower_case="
-                         f"{lowercase} is not supported (accents are stripped iff lower-casing)")
-    if settings.get("tokenize_chinese_chars", True) is False:
-        raise ValueError(f"{source}: tokenize_chinese_chars=false is not supported")
-    return wordpiece_lib.load_vocab(os.path.join(directory, "vocab.txt"), bool(lowercase))
-
-
 def _lowercase(wordpiece: wordpiece_lib.WordPiece) -> bool:
     """Whether the tokenizer lower-cases; only BERT's own pipeline has an HF description."""
     norm, pre = wordpiece.tokenizer.normalizer, wordpiece.tokenizer.pre_tokenizer
@@ -293,7 +279,7 @@ def load(directory: str, *, scan_layers: bool | None = None
             jax.random.PRNGKey(0)))
     if config.scan_layers:
         params["encoder"]["stack"] = stack_layers(params["encoder"]["stack"], config.num_layers)
-    wordpiece = _load_wordpiece(directory, source)
+    wordpiece = wordpiece_lib.load_hf_vocab(directory)
     if wordpiece.vocab_size > config.vocab_size:
         raise ValueError(f"{source}: vocab.txt has {wordpiece.vocab_size} tokens but the "
                          f"embedding table only {config.vocab_size} rows")

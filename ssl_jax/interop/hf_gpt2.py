@@ -1,5 +1,6 @@
 """GPT-2 in Hugging Face's format (transformers' GPT2LMHeadModel directories): config.json +
-model.safetensors + vocab.json/merges.txt (OpenAI's encoder.json/vocab.bpe, renamed).
+model.safetensors + vocab.json/merges.txt (OpenAI's encoder.json/vocab.bpe, renamed) or
+tokenizer.json (the fast tokenizer's file).
 
     config, params, bpe = load("gpt2/")     # GptLM's tree (numpy arrays)
     save("out/", config, params, bpe)        # from_pretrained() reads it
@@ -32,7 +33,7 @@ ACTIVATIONS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"
                        "gelu": "gelu", "relu": "relu"}
 ACTIVATIONS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
 TIES = {"lm_head.weight": "wte.weight"}
-TOKENIZER_FILES = ("vocab.json", "merges.txt")  # = OpenAI's bpe_lib.GPT2_FILES
+TOKENIZER_FILES = bpe_lib.HF_GPT2_FILES  # vocab.json, merges.txt: OpenAI's two files renamed
 
 
 def _is_buffer(name: str) -> bool:
@@ -144,23 +145,6 @@ def config_to_hf(config: GptConfig, eot_id: int) -> dict:
 
 # --- tokenizer -------------------------------------------------------------------------------
 
-def _load_bpe(directory: str, source: str) -> bpe_lib.BpeTokenizer:
-    """vocab.json + merges.txt, read by bpe.gpt2_bpe under OpenAI's file names."""
-    paths = [os.path.join(directory, name) for name in TOKENIZER_FILES]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"{source}: missing tokenizer file(s) {missing} (a GPT-2 "
-                                f"directory holds {' and '.join(TOKENIZER_FILES)})")
-    with tempfile.TemporaryDirectory() as tmp:
-        for path, name in zip(paths, bpe_lib.GPT2_FILES):
-            os.symlink(os.path.abspath(path), os.path.join(tmp, name))
-        try:
-            tokenizer = bpe_lib.gpt2_bpe(tmp)
-        except ValueError as e:
-            raise ValueError(f"{source}: bad tokenizer files: {e}") from None
-    return dataclasses.replace(tokenizer, source=f"GPT-2 BPE in {directory!r}")
-
-
 def _tokenizer_files(tokenizer: bpe_lib.BpeTokenizer, config: GptConfig) -> dict[str, str]:
     """vocab.json, merges.txt (from the BPE model itself) and tokenizer_config.json."""
     from tokenizers import models, pre_tokenizers
@@ -205,7 +189,10 @@ def load(directory: str, *, scan_layers: bool | None = None
     params = import_tensors(table, tensors, abstract)
     if config.scan_layers:
         params["stack"] = stack_layers(params["stack"], config.num_layers)
-    tokenizer = _load_bpe(directory, source)
+    try:
+        tokenizer = bpe_lib.hf_gpt2_tokenizer(directory, hf.get("eos_token_id"))
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"{source}: {e}") from None
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{source}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                          f"embedding table only {config.vocab_size} rows")

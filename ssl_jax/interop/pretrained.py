@@ -17,12 +17,12 @@ import jax.numpy as jnp
 
 from ssl_jax.models.partitioning import init_unboxed
 from ssl_jax.data import bpe as bpe_lib
+from ssl_jax.data.model_dir import read_model_config
 from ssl_jax.data.tokenizer import WordPiece
 from ssl_jax.interop import hf_bert, hf_gpt2
-from ssl_jax.files import read_json
 from ssl_jax.interop.hf_format import to_numpy, with_layout
 from ssl_jax.models.bert import BertConfig, BertForPreTraining
-from ssl_jax.models.gpt import GptConfig
+from ssl_jax.models.gpt import GptConfig, GptLM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,29 +50,21 @@ def load_pretrained(path: str, *, step: int | None = None,
     model.safetensors) or a training workdir (config.json with task bert_pretrain/
     gpt_pretrain; its best checkpoint, else its latest, or `step`).
     scan_layers: convert the layers to this layout (None: keep the source's)."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"pre-trained model {path!r} is not a directory")
-    if not os.path.exists(os.path.join(path, "config.json")) and os.path.exists(
-            os.path.join(path, "pretrain", "config.json")):
-        raise FileNotFoundError(f"{path!r} has no config.json; its pre-training run is "
-                                f"{os.path.join(path, 'pretrain')!r}")
-    config = read_json(os.path.join(path, "config.json"), "config")
+    config = read_model_config(path)
     if "model_type" in config:
-        pretrained = _from_hf(path, config["model_type"], step)
-    elif "task" in config:
-        pretrained = _from_workdir(path, config["task"], step)
+        pretrained = _from_hf(path, config, step)
     else:
-        raise ValueError(f"{path!r} holds a config.json with neither 'model_type' (an HF "
-                         "checkpoint) nor 'task' (a training workdir)")
+        pretrained = _from_workdir(path, config["task"], step)
     return pretrained if scan_layers is None else _with_layout(pretrained, scan_layers)
 
 
-def _from_hf(path: str, model_type: str, step: int | None) -> Pretrained:
+def _from_hf(path: str, hf_config: dict, step: int | None) -> Pretrained:
+    model_type = hf_config["model_type"]
     if step is not None:
         raise ValueError(f"{path!r} is an HF checkpoint: it has no steps (step={step})")
     if model_type == "bert":
         config, params, tokenizer = hf_bert.load(path)
-        head = hf_bert.head_of(read_json(os.path.join(path, "config.json"), "config"))
+        head = hf_bert.head_of(hf_config)
         heads = [h for h in hf_bert.HEADS if h in params] or [
             hf_bert.HEAD_CLASSES[head["head"]] if head else "none"]
         what = f"BERT {_size(config)}, heads: {', '.join(heads)}"
@@ -94,11 +86,7 @@ def _from_workdir(workdir: str, task: str, step: int | None) -> Pretrained:
     if task == "bert_pretrain":
         config, params, tokenizer, step = _bert_run(workdir, step)
     elif task == "gpt_pretrain":
-        from ssl_jax.eval.generation import LanguageModel
-
-        _check_checkpoints(workdir)
-        lm = LanguageModel.from_workdir(workdir, step)
-        config, params, tokenizer = lm.config, to_numpy(lm.params), lm.tokenizer
+        config, params, tokenizer, step = _gpt_run(workdir, step)
     else:
         stage = os.path.join(workdir, "pretrain")
         hint = f"; its pre-training run is {stage!r}" if os.path.isdir(stage) else ""
@@ -117,7 +105,6 @@ def _bert_run(workdir: str, step: int | None):
     it is left out."""
     from ssl_jax.config import read_config
     from ssl_jax.models.bert import bert_config
-    from ssl_jax.train.checkpoint import Checkpointer
 
     run = read_config(workdir)
     tokenizer = bpe_lib.load_tokenizer(os.path.join(workdir, "tokenizer"))
@@ -125,8 +112,43 @@ def _bert_run(workdir: str, step: int | None):
         raise ValueError(f"{workdir!r}: its tokenizer/ holds a {type(tokenizer).__name__}; a "
                          "BERT run needs a WordPiece vocabulary")
     config = bert_config(run.model, tokenizer.vocab_size)
+    ids = jnp.zeros((1, 1), jnp.int32)
+    params, step = _restore(workdir, BertForPreTraining(config), (ids, ids, ids), step)
+    if not run.get("data", {}).get("nsp", True):
+        params = {k: v for k, v in params.items() if k != "nsp"}
+    return config, params, tokenizer, step
+
+
+def _gpt_run(workdir: str, step: int | None):
+    """A gpt_pretrain run's config, params (best checkpoint by eval loss, else the latest),
+    tokenizer and the step restored."""
+    from ssl_jax.config import read_config
+    from ssl_jax.models.gpt import gpt_config
+
+    run = read_config(workdir)
+    tokenizer = bpe_lib.load_tokenizer(os.path.join(workdir, "tokenizer"))
+    if not isinstance(tokenizer, bpe_lib.BpeTokenizer):
+        raise ValueError(f"{workdir!r}: its tokenizer/ holds a {type(tokenizer).__name__}; a "
+                         "GPT run needs a byte-level BPE")
+    config = gpt_config(run.model, tokenizer.vocab_size)
+    params, step = _restore(workdir, GptLM(config), (jnp.zeros((1, 1), jnp.int32),), step)
+    return config, params, tokenizer, step
+
+
+def _restore(workdir: str, model, inputs: tuple, step: int | None,
+             **selection) -> tuple[dict, int]:
+    """(params as numpy, the step restored) of `model` from the run's checkpoint at `step`
+    (None: the best by eval loss, or by Checkpointer's `selection` (best_metric, best_mode),
+    else the latest). Restored onto one device of this process
+    (every process of a multi-host run restores its own copy)."""
+    from ssl_jax.train.checkpoint import Checkpointer
+
     _check_checkpoints(workdir)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shapes = jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0), *inputs))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            shapes["params"])
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), **selection)
     try:
         step = step if step is not None else (checkpointer.best_step()
                                               or checkpointer.latest_step())
@@ -135,22 +157,9 @@ def _bert_run(workdir: str, step: int | None):
         if step not in checkpointer.all_steps():
             raise ValueError(f"{workdir!r} has no checkpoint at step {step}; it has "
                              f"{checkpointer.all_steps()}")
-        params = to_numpy(checkpointer.restore_params(_abstract(config), step))
+        return to_numpy(checkpointer.restore_params(abstract, step)), step
     finally:
         checkpointer.close()
-    if not run.get("data", {}).get("nsp", True):
-        params = {k: v for k, v in params.items() if k != "nsp"}
-    return config, params, tokenizer, step
-
-
-def _abstract(config: BertConfig):
-    """BertForPreTraining's parameter shapes, placed on one device of this process (what
-    orbax restores to; every process of a multi-host run restores its own copy)."""
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    ids = jnp.zeros((1, 1), jnp.int32)
-    shapes = jax.eval_shape(lambda: init_unboxed(BertForPreTraining(config), 
-        jax.random.PRNGKey(0), ids, ids, ids))["params"]
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
 
 
 def _check_checkpoints(workdir: str) -> None:
