@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data.model_dir import add_model_argument
+from ssl_jax.data.model_dir import add_model_argument, read_config_of_kind
 from ssl_jax.files import read_text
 from ssl_jax.models.bert import BertConfig, BertEncoder
 
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         from ssl_jax.interop.pretrained import load_pretrained
 
         check_output(args.output)
+        read_config_of_kind(args.model, "bert", "sentence embeddings")  # before any weight
         sentences = read_sentences(args.input)
         pretrained = load_pretrained(args.model)
         embeddings = embed_sentences(pretrained, sentences, batch_size=args.batch_size,

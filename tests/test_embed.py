@@ -113,4 +113,4 @@ def test_gpt_models_are_rejected(tmp_path, capsys):
     sentences = _write_lines(tmp_path / "s.txt", ["hello world"])
     assert embed.main(["--model", str(tmp_path / "gpt"), "--input", sentences, "--output",
                        str(tmp_path / "e.npy")]) == 2
-    assert "is a gpt model; embeddings need a BERT encoder" in capsys.readouterr().err
+    assert "is an HF GPT-2 checkpoint; sentence embeddings need a BERT" in capsys.readouterr().err

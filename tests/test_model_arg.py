@@ -335,7 +335,7 @@ def test_bad_models_fail_in_one_line(hf_dir, bert_run, gpt_run, tmp_path, capsys
         (fewshot, ["--model", hf_bert], "is an HF BERT checkpoint; " + gpt_needed),
         (summarize, ["--model", hf_bert, "--data", SUMMARIES], "is an HF BERT checkpoint"),
         (embed, ["--model", files, "--input", SUMMARIES, "--output", tmp_path / "e.npy"],
-         "embeddings need a BERT encoder"),
+         "is an HF GPT-2 checkpoint; sentence embeddings need a BERT (a bert_pretrain run"),
         (export, ["--model", tmp_path / "missing", "--output", tmp_path / "out"],
          "is not a directory"),
     ]

@@ -202,8 +202,9 @@ def load_tokenizer(directory: str) -> BpeTokenizer | wordpiece_lib.WordPiece:
         return _load_tokenizer_json(os.path.join(directory, "tokenizer.json"))
     if "vocab.txt" in held:
         return wordpiece_lib.load_vocab(os.path.join(directory, "vocab.txt"))
-    raise ValueError(f"tokenizer directory {directory!r} holds none of: {' + '.join(GPT2_FILES)}"
-                     f" or {' + '.join(HF_GPT2_FILES)} (GPT-2 BPE), tokenizer.json (HF tokenizers), vocab.txt (WordPiece)")
+    raise ValueError(f"tokenizer directory {directory!r} holds none of: "
+                     f"{' + '.join(GPT2_FILES)} or {' + '.join(HF_GPT2_FILES)} (GPT-2 BPE), "
+                     "tokenizer.json (HF tokenizers), vocab.txt (WordPiece)")
 
 
 def _load_tokenizer_json(path: str, eot_id: int | None = None

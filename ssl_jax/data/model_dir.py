@@ -79,11 +79,28 @@ def model_tokenizer(path: str) -> bpe.BpeTokenizer | wordpiece_lib.WordPiece:
     return bpe.load_tokenizer(directory)
 
 
-def read_gpt_config(path: str) -> dict:
-    """read_model_config of a GPT (a gpt_pretrain run or an HF GPT-2 directory); anything
-    else is refused, naming what it is, before a weight is read."""
+def model_kind(config: dict) -> str | None:
+    """"gpt" or "bert": the model family a config.json describes (None: neither, e.g. a
+    vision run)."""
+    if config.get("model_type") == "gpt2" or config.get("task") == "gpt_pretrain":
+        return "gpt"
+    if config.get("model_type") == "bert" or config.get("task") in ("bert_pretrain",
+                                                                    "finetune"):
+        return "bert"
+    return None
+
+
+def read_config_of_kind(path: str, kind: str, purpose: str) -> dict:
+    """read_model_config of a `kind` model; anything else is refused, naming what it is and
+    what `purpose` needs, before a weight is read."""
     config = read_model_config(path)
-    if config.get("model_type") != "gpt2" and config.get("task") != "gpt_pretrain":
-        raise ValueError(f"{path!r} is {describe(config)}; generation and scoring need a GPT "
-                         "(a gpt_pretrain run or an HF GPT-2 directory)")
+    if model_kind(config) != kind:
+        wanted = ("a GPT (a gpt_pretrain run or an HF GPT-2 directory)" if kind == "gpt" else
+                  "a BERT (a bert_pretrain run or an HF BERT directory)")
+        raise ValueError(f"{path!r} is {describe(config)}; {purpose} need {wanted}")
     return config
+
+
+def read_gpt_config(path: str) -> dict:
+    """read_config_of_kind for generation and scoring."""
+    return read_config_of_kind(path, "gpt", "generation and scoring")
