@@ -77,8 +77,9 @@ def inputs(batch: int = 3, seq: int = 8):
     return ids, segments, mask
 
 
-@pytest.mark.parametrize("kind", sorted(HEADS))
-def test_each_head_exports_and_reimports_bit_identically(kind, vocab, tmp_path):
+def export_and_reimport(kind: str, vocab, tmp_path):
+    """Saves a random model with HEADS[kind], checks the files and the re-imported params;
+    returns (model, params, the re-imported config and params)."""
     head = HEADS[kind]
     model, params = model_and_params(head)
     hf_bert.save(str(tmp_path / "out"), CONFIG, params, vocab, head=head)
@@ -103,10 +104,22 @@ def test_each_head_exports_and_reimports_bit_identically(kind, vocab, tmp_path):
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(back),
                                                     jax.tree_util.tree_leaves(params)))
-    again = BertWithHead(config, head["head"], outputs_of(head))
+    assert hf_bert.head_of(hf) == {k: head[k] for k in ("head", "labels", "regression")}
+    return model, params, config, back
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_each_head_exports_and_reimports_bit_identically(kind, vocab, tmp_path):
+    export_and_reimport(kind, vocab, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_each_reimported_head_gives_our_logits(kind, vocab, tmp_path):
+    model, params, config, back = export_and_reimport(kind, vocab, tmp_path)
+    again = BertWithHead(config, HEADS[kind]["head"], outputs_of(HEADS[kind]))
     np.testing.assert_array_equal(again.apply({"params": back}, *inputs()),
                                   model.apply({"params": params}, *inputs()))
-    assert hf_bert.head_of(hf) == {k: head[k] for k in ("head", "labels", "regression")}
 
 
 def test_mean_pooling_is_refused(vocab, tmp_path):
@@ -132,6 +145,7 @@ def test_a_finetuned_run_exports_and_loads_as_an_init(mrpc_run, tmp_path, capsys
     assert sorted(run.params) == ["classifier", "encoder"]  # an encoder to fine-tune further
 
 
+@pytest.mark.slow
 def test_transformers_gives_our_logits(vocab, tmp_path):
     """Only where transformers + torch are installed (not a requirement: skipped in CI)."""
     transformers = pytest.importorskip("transformers")

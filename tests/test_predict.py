@@ -113,7 +113,13 @@ def test_bad_input_fails_with_one_line(mrpc_run, tmp_path, capsys):
     for name in ("train.tsv", "dev.tsv"):
         (no_test / name).write_bytes(open(os.path.join(FIXTURES, "glue", "MRPC", name),
                                           "rb").read())
+    empty = tmp_path / "empty"  # a test.tsv with its header only
+    empty.mkdir()
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        lines = open(os.path.join(FIXTURES, "glue", "MRPC", name)).readlines()
+        (empty / name).write_text("".join(lines[:1] if name == "test.tsv" else lines))
     cases = [
+        (["--model", workdir, "--data", str(empty)], "holds no example"),
         (["--model", str(tmp_path / "nowhere")], "does not exist"),
         (["--model", workdir, "--split", "train"], "--split 'train'"),
         (["--model", workdir, "--data", str(tmp_path / "nowhere")], "is not a directory"),

@@ -37,7 +37,7 @@ def export(workdir: str, output: str, step: int | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True,
-                        help="a bert_pretrain, gpt_pretrain or finetune run (or an HF directory)")
+                        help="a bert_pretrain or gpt_pretrain run (or an HF directory)")
     parser.add_argument("--output", required=True, help="the HF directory to create")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the best)")
     args = parser.parse_args(argv)
