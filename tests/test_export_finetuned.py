@@ -1,9 +1,9 @@
 """Export of fine-tuned BERT models as transformers' BertFor{SequenceClassification,
 TokenClassification,QuestionAnswering}: tensor names and shapes as transformers names them,
-id2label in the task's labels, a bit-identical re-import with equal logits; a fine-tuned run
-through `interop.export` and `load_pretrained`; transformers' own logits where installed."""
+id2label in the task's labels, a bit-identical re-import with equal logits; transformers' own
+logits where installed. (A fine-tuned run through `interop.export` and `load_pretrained`:
+tests/test_predict.py, which holds the tiny run.)"""
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -13,12 +13,10 @@ from safetensors.numpy import load_file
 
 from ssl_jax.data import conll
 from ssl_jax.data.tokenizer import SPECIAL_TOKENS, load_vocab
-from ssl_jax.interop import export, hf_bert
-from ssl_jax.interop.pretrained import load_pretrained
+from ssl_jax.interop import hf_bert
 from ssl_jax.models.bert import BertConfig
 from ssl_jax.models.heads import BertWithHead
 from ssl_jax.models.partitioning import init_unboxed
-from tests.conftest import run_main
 
 CONFIG = BertConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=24,
                     max_position_embeddings=12, dropout_rate=0.0, attention_dropout_rate=0.0)
@@ -62,10 +60,14 @@ def outputs_of(head: dict) -> int:
 
 
 def model_and_params(head: dict, seed: int = 0):
+    """The model and random params of its shapes (drawn in NumPy: no init to run)."""
     model = BertWithHead(CONFIG, head["head"], outputs_of(head))
     ids = jnp.zeros((1, 4), jnp.int32)
-    return model, jax.device_get(init_unboxed(model, jax.random.PRNGKey(seed), ids, ids,
-                                              ids)["params"])
+    shapes = jax.eval_shape(lambda: init_unboxed(model, jax.random.PRNGKey(0), ids, ids,
+                                                 ids))["params"]
+    rng = np.random.default_rng(seed)
+    return model, jax.tree.map(
+        lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
 
 
 def inputs(batch: int = 3, seq: int = 8):
@@ -110,12 +112,6 @@ def export_and_reimport(kind: str, vocab, tmp_path):
 
 @pytest.mark.parametrize("kind", sorted(HEADS))
 def test_each_head_exports_and_reimports_bit_identically(kind, vocab, tmp_path):
-    export_and_reimport(kind, vocab, tmp_path)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(HEADS))
-def test_each_reimported_head_gives_our_logits(kind, vocab, tmp_path):
     model, params, config, back = export_and_reimport(kind, vocab, tmp_path)
     again = BertWithHead(config, HEADS[kind]["head"], outputs_of(HEADS[kind]))
     np.testing.assert_array_equal(again.apply({"params": back}, *inputs()),
@@ -128,21 +124,6 @@ def test_mean_pooling_is_refused(vocab, tmp_path):
     with pytest.raises(ValueError, match="finetune.pooling='mean'"):
         hf_bert.save(str(tmp_path / "out"), CONFIG, params, vocab, head=head)
     assert not (tmp_path / "out").exists()
-
-
-def test_a_finetuned_run_exports_and_loads_as_an_init(mrpc_run, tmp_path, capsys):
-    workdir = mrpc_run[0]
-    done = run_main(capsys, export.main, "--workdir", workdir, "--output", tmp_path / "hf")
-    assert done.returncode == 0, done.stderr
-    hf = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert hf["architectures"] == ["BertForSequenceClassification"]
-    assert hf["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
-    run = load_pretrained(workdir)
-    again = load_pretrained(str(tmp_path / "hf"), scan_layers=run.config.scan_layers)
-    assert run.head["labels"] == again.head["labels"] and again.head["head"] == "sequence"
-    for a, b in zip(jax.tree_util.tree_leaves(run.params), jax.tree_util.tree_leaves(again.params)):
-        np.testing.assert_array_equal(a, b)
-    assert sorted(run.params) == ["classifier", "encoder"]  # an encoder to fine-tune further
 
 
 @pytest.mark.slow
