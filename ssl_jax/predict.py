@@ -65,6 +65,10 @@ def load_run(run: str, split: str, data: str | None, step: int | None):
         shutil.copytree(os.path.join(run, "tokenizer"), os.path.join(scratch, "tokenizer"))
         task = get_task(config.task)(config, scratch)
         _check_tokenizer(run, os.path.join(scratch, "tokenizer"))
+    if not len(task.eval_examples()):
+        raise ValueError(f"the {split} split of {config.finetune.dataset} in "
+                         f"{config.finetune.get('path') or config.finetune.get('data_dir')!r} "
+                         f"has no rows to predict")
     checkpointer = Checkpointer(os.path.join(run, "checkpoints"), best_metric=task.best_metric,
                                 best_mode=task.best_mode)
     try:

@@ -1,18 +1,24 @@
 """ssl_jax.predict: each benchmark's submission files from a tiny fine-tuned run, re-read into
 the official metrics (GLUE metrics on the TSV, seqeval on the CoNLL file, SQuAD's evaluation
-on predictions.json) equal to the run's own eval; bad input fails with one line."""
+on predictions.json) equal to the run's own eval; bad input fails with one line. Also the
+tiny MRPC run through `interop.export` and `load_pretrained` (here, so that the session's run
+is built by one test worker)."""
 import csv
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from ssl_jax import predict
 from ssl_jax.data import conll, glue, squad
 from ssl_jax.eval import squad_metrics, task_metrics
+from ssl_jax.interop import export
+from ssl_jax.interop.pretrained import load_pretrained
 from tests.conftest import finetuned, run_main
 from tests.test_finetune import FIXTURES
+
 
 def read_submission(path: str) -> list[list[str]]:
     with open(path, newline="") as f:
@@ -50,6 +56,21 @@ def test_glue_test_and_dev_files(mrpc_run, tmp_path, capsys):
         written = json.load(f)
     assert written["split"] == "validation"
     same_metrics({k: written[k] for k in ("accuracy", "f1")}, eval_metrics)
+
+
+def test_a_finetuned_run_exports_and_loads_as_an_init(mrpc_run, tmp_path, capsys):
+    workdir = mrpc_run[0]
+    done = run_main(capsys, export.main, "--workdir", workdir, "--output", tmp_path / "hf")
+    assert done.returncode == 0, done.stderr
+    hf = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf["architectures"] == ["BertForSequenceClassification"]
+    assert hf["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
+    run = load_pretrained(workdir)
+    again = load_pretrained(str(tmp_path / "hf"), scan_layers=run.config.scan_layers)
+    assert run.head["labels"] == again.head["labels"] and again.head["head"] == "sequence"
+    for a, b in zip(jax.tree_util.tree_leaves(run.params), jax.tree_util.tree_leaves(again.params)):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(run.params) == ["classifier", "encoder"]  # an encoder to fine-tune further
 
 
 @pytest.mark.slow
@@ -113,7 +134,13 @@ def test_bad_input_fails_with_one_line(mrpc_run, tmp_path, capsys):
     for name in ("train.tsv", "dev.tsv"):
         (no_test / name).write_bytes(open(os.path.join(FIXTURES, "glue", "MRPC", name),
                                           "rb").read())
+    empty = tmp_path / "empty"  # a test.tsv with its header only
+    empty.mkdir()
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        lines = open(os.path.join(FIXTURES, "glue", "MRPC", name)).readlines()
+        (empty / name).write_text("".join(lines[:1] if name == "test.tsv" else lines))
     cases = [
+        (["--model", workdir, "--data", str(empty)], "holds no example"),
         (["--model", str(tmp_path / "nowhere")], "does not exist"),
         (["--model", workdir, "--split", "train"], "--split 'train'"),
         (["--model", workdir, "--data", str(tmp_path / "nowhere")], "is not a directory"),
