@@ -355,7 +355,7 @@ class FinetuneTask(LoadedTask, Finetune):
 
         def place(new, pre):  # GPT's token table: the pre-trained rows, then the new ones
             pre = jnp.asarray(pre, new.dtype)
-            return new.at[:pre.shape[0]].set(pre) if pre.shape != new.shape else pre
+            return jnp.asarray(new).at[:pre.shape[0]].set(pre) if pre.shape != new.shape else pre
 
         params = dict(params)
         params[name] = jax.tree_util.tree_map(place, params[name], old)
