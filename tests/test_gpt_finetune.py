@@ -291,14 +291,48 @@ def test_swag_reader_and_bert_choice_head(tmp_path):
     assert summary["ended"] == "completed" and 0.0 <= summary["eval_accuracy"] <= 1.0
 
 
-@pytest.mark.slow  # the gpt_run fixture (~20 s)
+@pytest.fixture(scope="module")
+def hf_gpt2_dir(tmp_path_factory):
+    """A random GPT-2 (2 x 32, 64 positions) in transformers' directory format, written by
+    our exporter: config.json, model.safetensors, vocab.json + merges.txt."""
+    import flax.linen as nn
+    from ssl_jax.interop import hf_gpt2
+
+    tokenizer = bpe.train_bpe(TEXTS, 300)
+    config = GptConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_layers=2,
+                       num_heads=2, mlp_dim=64, max_len=64)
+    params = nn.meta.unbox(jax.jit(GptLM(config).init)(
+        jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"])
+    directory = str(tmp_path_factory.mktemp("hf_gpt2") / "gpt2")
+    hf_gpt2.save(directory, config, params, tokenizer)
+    return directory
+
+
 @pytest.mark.parametrize("spec,path", [("conll2003.py", "conll2003"), ("squad.py", "squad")])
-def test_bert_only_heads_refuse_a_gpt_init(gpt_run, spec, path, tmp_path, capsys):
+def test_bert_only_heads_refuse_a_gpt_init(hf_gpt2_dir, spec, path, tmp_path, capsys):
     import launch
 
     code = launch.main(["--config", os.path.join(ROOT, "experiments/finetune", spec)
-                        + f":init={gpt_run},path={os.path.join(ROOT, 'tests/fixtures', path)}",
+                        + f":init={hf_gpt2_dir},path={os.path.join(ROOT, 'tests/fixtures', path)}",
                         "--workdir", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert "finetune.dataset=" in err[0] and f"finetune.init={gpt_run!r} is a GPT" in err[0]
+    assert err[0].startswith("error: finetune.dataset=")
+    assert f"finetune.init={hf_gpt2_dir!r} is a GPT" in err[0]
+
+
+@pytest.mark.slow
+def test_launch_with_an_hf_gpt2_init(hf_gpt2_dir, tmp_path):
+    """An HF GPT-2 directory as init: the GPT recipe, its rows moved, both losses logged."""
+    import launch
+
+    config = os.path.join(ROOT, "experiments/finetune/passage_source.py")
+    assert launch.main(["--config", f"{config}:init={hf_gpt2_dir}", "--workdir",
+                        str(tmp_path / "run"), "--no-progress", "--config.num_train_steps=2",
+                        "--config.batch_size=8", "--config.finetune.num_documents=2",
+                        "--config.data_threads=1", "--config.max_seq_len=32"]) == 0
+    facts = json.load(open(tmp_path / "run" / "facts.json"))
+    V = bpe.train_bpe(TEXTS, 300).vocab_size
+    assert facts["recipe"] == "gpt" and facts["vocab_size"] == V + 3
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert {"eval_loss_ce", "eval_loss_lm", "eval_loss_lm_weighted"} <= set(summary)
