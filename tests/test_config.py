@@ -26,7 +26,7 @@ FIXTURE_PATHS = {"glue/cola": "glue/CoLA", "glue/sst2": "glue/SST-2", "glue/mrpc
                  "glue/qqp": "glue/QQP", "glue/stsb": "glue/STS-B", "glue/mnli": "glue/MNLI",
                  "glue/qnli": "glue/QNLI", "glue/rte": "glue/RTE", "glue/wnli": "glue/WNLI",
                  "squad/v1.1": "squad", "squad/v2.0": "squad", "conll2003/ner": "conll2003",
-                 "conll2003/pos": "conll2003"}
+                 "conll2003/pos": "conll2003", "swag/regular": "swag"}
 
 
 def config_args():
@@ -79,10 +79,13 @@ def _train_one_step(path, arg, tmp_path, point=()):
 # test_glue): one step each under -m slow. cola (MCC), stsb (regression), mnli (two dev
 # splits) keep their step in the default run.
 SAME_PATH_AS_COLA = {f"task={t}" for t in ("sst2", "mrpc", "qqp", "qnli", "rte", "wnli")}
+# the quickstart's transfer path with a GPT pre-training stage: three runs, under -m slow
+SLOW_CONFIGS = {"experiments/gpt/transfer.py"}
 
 
 @pytest.mark.parametrize("path,arg", [
-    pytest.param(path, arg, marks=[pytest.mark.slow] if arg in SAME_PATH_AS_COLA else [])
+    pytest.param(path, arg, marks=[pytest.mark.slow]
+                 if arg in SAME_PATH_AS_COLA or path in SLOW_CONFIGS else [])
     for path, arg in config_args()])
 def test_every_config_trains_one_step(path, arg, tmp_path):
     _train_one_step(path, arg, tmp_path)
