@@ -175,6 +175,22 @@ def test_multipliers_of_the_gpt_tree():
     assert float(m["classifier"]["kernel"]) == 1.0
 
 
+def test_frozen_tables_get_no_gradient_through_the_lm_loss():
+    """freeze_embeddings: the tied output layer of the auxiliary loss is the frozen token
+    table, so no gradient reaches it; the layers and the head still learn."""
+    task, params = task_and_params("sequence", 2, **{"finetune.freeze_embeddings": True})
+    batch = batch_of((), np.random.default_rng(3))
+
+    def loss(p):
+        s = task.stats(p, batch, jax.random.PRNGKey(0), train=True)
+        return s["loss_ce"][0] + s["loss_lm_weighted"][0]
+
+    grads = jax.device_get(jax.jit(jax.grad(loss))(params))
+    assert not np.any(grads["decoder"]["token"]["embedding"])
+    assert not np.any(grads["decoder"]["position"]["embedding"])
+    assert np.any(grads["decoder"]["ln_final"]["scale"]) and np.any(grads["classifier"]["kernel"])
+
+
 # --- end to end: a tiny pre-trained GPT ---------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -215,13 +215,18 @@ class Finetune(Task):
                                    freeze_layers=ft.freeze_layers, linear_probe=ft.linear_probe,
                                    layer_decay=ft.layer_decay)
 
+    def _without_frozen_gradients(self, params):
+        """params with the frozen ones behind stop_gradient: no backward pass through them
+        (nor, with a GPT, through the tied output layer of the LM loss)."""
+        multipliers = self.update_multipliers(params)
+        if multipliers is None:
+            return params
+        return jax.tree_util.tree_map(
+            lambda p, frozen: jax.lax.stop_gradient(p) if frozen else p,
+            params, _frozen(multipliers))
+
     def _apply(self, params, batch, rng, train: bool):
         """The head's logits, and (GPT) the decoder's final hidden states (else None)."""
-        multipliers = self.update_multipliers(params) if train else None
-        if multipliers is not None:  # no backward pass through wholly frozen parameters
-            params = jax.tree_util.tree_map(
-                lambda p, frozen: jax.lax.stop_gradient(p) if frozen else p,
-                params, _frozen(multipliers))
         out = self.build_model(train=train).apply(
             {"params": params}, **self.model_inputs(batch), rngs={"dropout": rng} if train else {})
         return out if self.recipe == "gpt" else (out, None)
@@ -243,6 +248,8 @@ class Finetune(Task):
         return nll, jnp.sum(targets)
 
     def stats(self, params, batch, rng, *, train: bool):
+        if train:
+            params = self._without_frozen_gradients(params)
         logits, hidden = self._apply(params, batch, rng, train)
         stats = self._task_stats(logits, batch)
         if self.lm_coef > 0:
