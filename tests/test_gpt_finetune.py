@@ -337,6 +337,18 @@ def test_bert_only_heads_refuse_a_gpt_init(hf_gpt2_dir, spec, path, tmp_path, ca
     assert f"finetune.init={hf_gpt2_dir!r} is a GPT" in err[0]
 
 
+def test_bert_pooling_refuses_a_gpt_init(hf_gpt2_dir, tmp_path, capsys):
+    import launch
+
+    code = launch.main(["--config", os.path.join(ROOT, "experiments/finetune/passage_source.py")
+                        + f":init={hf_gpt2_dir},pooling=mean", "--workdir", str(tmp_path / "run"),
+                        "--no-progress"])
+    # (the embedded corpus may be prepared first, which TFDS reports on stderr)
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: finetune.pooling='mean' is BERT's")
+
+
 @pytest.mark.slow
 def test_launch_with_an_hf_gpt2_init(hf_gpt2_dir, tmp_path):
     """An HF GPT-2 directory as init: the GPT recipe, its rows moved, both losses logged."""

@@ -346,6 +346,9 @@ class FinetuneTask(LoadedTask, Finetune):
                              f"{self.source.head} head); finetune.init={ft.init!r} is a GPT, "
                              f"and GPT-1's recipe covers classification, pairs, similarity "
                              f"and multiple choice only")
+        if ft.pooling != "pooler":
+            raise ValueError(f"finetune.pooling={ft.pooling!r} is BERT's; finetune.init="
+                             f"{ft.init!r} is a GPT, whose head reads the [extract] state")
         self.encoding = finetune_data.gpt_recipe(self.pretrained.tokenizer, config.vocab_size)
         self.encoding.bpe.save(os.path.join(workdir, "tokenizer"))
         return dataclasses.replace(config, vocab_size=self.encoding.bpe.vocab_size)
