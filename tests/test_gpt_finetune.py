@@ -105,6 +105,13 @@ def states(params, ids, mask):
     return hidden[np.arange(len(ids)), mask.sum(-1) - 1]
 
 
+def head_logits(task, params, batch):
+    """The task model's head logits (jitted: a tiny model compiles faster than it runs
+    op by op)."""
+    return np.asarray(jax.jit(lambda p, b: task.build_model(train=False).apply(
+        {"params": p}, **task.model_inputs(b))[0])(params, batch))
+
+
 def log_softmax(x):
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
@@ -116,8 +123,8 @@ def test_auxiliary_lm_loss_by_hand():
     batch = batch_of((), np.random.default_rng(0))
     stats = jax.device_get(jax.jit(lambda p, b: task.stats(p, b, None, train=False))(
         params, batch))
-    logits = np.asarray(GptLM(DECODER).apply({"params": params["decoder"]},
-                                             batch["input_ids"], batch["input_mask"]))
+    logits = np.asarray(jax.jit(GptLM(DECODER).apply)(  # the LM's own logits
+        {"params": params["decoder"]}, batch["input_ids"], batch["input_mask"]))
     lp = log_softmax(logits)[:, :-1]  # predicts positions 1..S-1
     targets = batch["input_ids"][:, 1:]
     weights = batch["input_mask"][:, 1:]
@@ -130,10 +137,9 @@ def test_auxiliary_lm_loss_by_hand():
     # the head reads the [extract] (last real) state
     head = params["classifier"]
     want = states(params, batch["input_ids"], batch["input_mask"]) @ head["kernel"] + head["bias"]
-    got, _ = task.build_model(train=False).apply({"params": params},
-                                                 **task.model_inputs(batch))
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
-    off, _ = task_and_params("sequence", 3, **{"finetune.lm_coef": 0.0})
+    np.testing.assert_allclose(head_logits(task, params, batch), want, rtol=1e-5, atol=1e-6)
+    off = Finetune(small_config(**{"finetune.lm_coef": 0.0}), vocab_size=DECODER.vocab_size,
+                   head="sequence", num_outputs=3, decoder=DECODER)
     assert off.loss_terms == ("loss_ce",)
 
 
@@ -143,7 +149,7 @@ def test_multiple_choice_scores_softmax_over_options():
     ids, mask = batch["input_ids"].reshape(-1, S), batch["input_mask"].reshape(-1, S)
     head = params["classifier"]
     scores = (states(params, ids, mask) @ head["kernel"] + head["bias"]).reshape(2, 3)
-    got = np.asarray(task.predict(params, batch)["prediction"])
+    got = np.asarray(jax.jit(task.predict)(params, batch)["prediction"])
     np.testing.assert_array_equal(got, scores.argmax(-1))
     stats = jax.device_get(jax.jit(lambda p, b: task.stats(p, b, None, train=False))(
         params, batch))
@@ -157,14 +163,15 @@ def test_similarity_adds_both_orders_states():
     batch = batch_of((2,), np.random.default_rng(2))
     h = [states(params, batch["input_ids"][:, k], batch["input_mask"][:, k]) for k in (0, 1)]
     head = params["classifier"]
-    logits, _ = task.build_model(train=False).apply({"params": params},
-                                                    **task.model_inputs(batch))
+    logits = head_logits(task, params, batch)
     np.testing.assert_allclose(np.asarray(logits), (h[0] + h[1]) @ head["kernel"] + head["bias"],
                                rtol=1e-5, atol=1e-6)
 
 
 def test_multipliers_of_the_gpt_tree():
-    _, params = task_and_params("sequence", 2)
+    task = Finetune(small_config(), vocab_size=DECODER.vocab_size, head="sequence",
+                    num_outputs=2, decoder=DECODER)
+    params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))  # shapes suffice
     m = encoder_multipliers(params, 2, freeze_embeddings=True, freeze_layers=1,
                             layer_decay=0.5)
     d = m["decoder"]
