@@ -102,6 +102,7 @@ def finetune(dataset: str, **kw) -> ml_collections.ConfigDict:
             dataset=dataset, path=str_or_none(), data_dir=str_or_none(), init="",
             random_init=False, freeze_embeddings=False, freeze_layers=0, linear_probe=False,
             layer_decay=1.0, pooling="pooler", classifier_dropout=0.1,
+            lm_coef=0.5,  # GPT init only: the auxiliary LM loss's weight (GPT-1; 0 = off)
             num_documents=16,  # embedded/passage_source
             doc_stride=128, max_query_len=64, max_answer_len=30, n_best=20,  # SQuAD
             null_score_diff_threshold=0.0),

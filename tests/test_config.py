@@ -26,7 +26,7 @@ FIXTURE_PATHS = {"glue/cola": "glue/CoLA", "glue/sst2": "glue/SST-2", "glue/mrpc
                  "glue/qqp": "glue/QQP", "glue/stsb": "glue/STS-B", "glue/mnli": "glue/MNLI",
                  "glue/qnli": "glue/QNLI", "glue/rte": "glue/RTE", "glue/wnli": "glue/WNLI",
                  "squad/v1.1": "squad", "squad/v2.0": "squad", "conll2003/ner": "conll2003",
-                 "conll2003/pos": "conll2003"}
+                 "conll2003/pos": "conll2003", "swag/regular": "swag"}
 
 
 def config_args():
@@ -79,10 +79,13 @@ def _train_one_step(path, arg, tmp_path, point=()):
 # test_glue): one step each under -m slow. cola (MCC), stsb (regression), mnli (two dev
 # splits) keep their step in the default run.
 SAME_PATH_AS_COLA = {f"task={t}" for t in ("sst2", "mrpc", "qqp", "qnli", "rte", "wnli")}
+# the quickstart's transfer path with a GPT pre-training stage: three runs, under -m slow
+SLOW_CONFIGS = {"experiments/gpt/transfer.py"}
 
 
 @pytest.mark.parametrize("path,arg", [
-    pytest.param(path, arg, marks=[pytest.mark.slow] if arg in SAME_PATH_AS_COLA else [])
+    pytest.param(path, arg, marks=[pytest.mark.slow]
+                 if arg in SAME_PATH_AS_COLA or path in SLOW_CONFIGS else [])
     for path, arg in config_args()])
 def test_every_config_trains_one_step(path, arg, tmp_path):
     _train_one_step(path, arg, tmp_path)
@@ -325,6 +328,7 @@ GLUE_DEFAULTS = {"model.variant": "base", "model.num_layers": 12, "batch_size": 
 
 # config.model fields added after the per-task files, at their defaults
 MODEL_FIELDS_SINCE = {"attention_impl": "xla"}
+FINETUNE_FIELDS_SINCE = {"lm_coef": 0.5}  # issue 14: GPT-1's auxiliary LM loss weight
 
 
 def _field(c, key):
@@ -346,6 +350,7 @@ def test_glue_builds_what_the_per_task_file_built(task, arg):
     # fields every config gained since (issue 13's layout), at their defaults
     want.update(mesh=dict(data=-1, fsdp=1, tensor=1), sharding_rules="dp", grad_accum_steps=1)
     want["model"].update(MODEL_FIELDS_SINCE)
+    want["finetune"].update(FINETUNE_FIELDS_SINCE)
     assert got.to_dict() == want
     if arg == "None":
         assert {k: _field(got, k) for k in GLUE_DEFAULTS} == GLUE_DEFAULTS

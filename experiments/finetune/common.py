@@ -1,13 +1,16 @@
-"""The BERT fine-tuning recipe shared by every experiments/finetune/<task>.py.
+"""The fine-tuning recipe shared by every experiments/finetune/<task>.py: BERT's, or GPT-1's
+when init is a GPT (gpt_pretrain run or HF GPT-2; ssl_jax/tasks/finetune.py).
 
 arg keys (a bare word is `init`):
-  init          a pre-training workdir or an HF-format BERT directory ("" = random encoder)
+  init          a pre-training workdir or an HF-format BERT / GPT-2 directory ("" = random
+                BERT encoder)
   path          the task's released files (a directory); unset = the prepared TFDS dataset
   data_dir      TFDS data dir
   lr, batch, epochs, steps (steps > 0 replaces epochs), seq_len, seed
   variant       the random encoder's size when init is "" (tiny mini small medium base large)
   random_init   True: init's size and vocabulary, fresh weights (the no-pre-training baseline)
   freeze_embeddings, freeze_layers, linear_probe, layer_decay, pooling
+  lm_coef       GPT init: the auxiliary LM loss's weight (0.5, the paper's; 0 = off)
 get_sweep: the paper's learning rates 5e-5, 4e-5, 3e-5, 2e-5 (batch 32, 3 epochs); the sweep
 table names the best point by the task's dev metric.
 derived_fields: with epochs, the task evaluates and checkpoints once per epoch; with steps
@@ -19,7 +22,7 @@ from ssl_jax.config import Args, optional
 ARGS = Args(bare="init", variant="base", init="", path=optional(str), data_dir=optional(str),
             lr=2e-5, batch=32, epochs=3.0, steps=0, seq_len=128, seed=0, random_init=False,
             freeze_embeddings=False, freeze_layers=0, linear_probe=False, layer_decay=1.0,
-            pooling="pooler")
+            pooling="pooler", lm_coef=0.5)
 LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
 
 
@@ -32,7 +35,7 @@ def config(dataset: str, a: dict):
     c.optimizer.learning_rate = a["lr"]
     ft = c.finetune
     for key in ("init", "random_init", "freeze_embeddings", "linear_probe", "freeze_layers",
-                "layer_decay", "pooling"):
+                "layer_decay", "pooling", "lm_coef"):
         ft[key] = a[key]
     for key in ("path", "data_dir"):
         if a[key]:

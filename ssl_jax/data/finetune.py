@@ -7,22 +7,31 @@ eval outputs decoded back to the task's own terms (labels, tags, answer strings)
   conll2003/ner, /pos         token tagging (ssl_jax/data/conll.py)
   embedded/passage_source     label-free: which document of the embedded corpus a sentence
                               comes from (the quickstart's transfer task)
+  swag/regular                multiple choice: SWAG's train.csv / val.csv (ssl_jax/data/swag.py)
 Each reads its released files from `finetune.path` (a directory; TSV/JSON/CoNLL text) or
 the prepared TFDS dataset under `finetune.data_dir`, and then:
   texts()                 raw text, for a vocabulary when no pre-trained one is given
-  features(wordpiece, S)  (train features, eval features); every feature a dict of arrays
+  features(recipe, S)     (train features, eval features); every feature a dict of arrays
+A source tokenises its texts and hands the token lists to a recipe, which lays them out:
+`BertRecipe` ([CLS] a [SEP] b [SEP], segment ids; a bare WordPiece means this recipe) or
+`GptRecipe` (Radford et al. 2018, section 3.3: [start] a [delim] b [extract], right-padded;
+similarity tasks as both orders, multiple choice as one sequence per option). Tagging and
+SQuAD are BERT-only (the GPT paper has no recipe for them).
 and decodes the model's eval outputs (in feature order): `PairSource.split_predictions`,
 `ConllSource.decode_tags`, `SquadSource.decode_answers`. The metrics of those are computed
 above the data layer, in ssl_jax/eval/finetune_scores.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Iterator
 
 import numpy as np
+from tokenizers import Tokenizer
 
-from ssl_jax.data import conll, corpora, glue, squad
+from ssl_jax.data import bpe as bpe_lib
+from ssl_jax.data import conll, corpora, glue, squad, swag
 
 Feature = dict[str, np.ndarray]
 
@@ -45,10 +54,101 @@ def encode_pair(wordpiece, a: np.ndarray, b: np.ndarray | None, max_seq_len: int
             "input_mask": np.asarray([1] * len(ids) + [0] * pad, np.int32)}
 
 
+@dataclasses.dataclass(frozen=True)
+class BertRecipe:
+    """BERT's input layout (encode_pair); similarity pairs and options are plain pairs."""
+
+    wordpiece: object
+    name = "bert"
+
+    @property
+    def tokenizer(self):
+        return self.wordpiece
+
+    def encode(self, a: np.ndarray, b: np.ndarray | None, max_seq_len: int) -> Feature:
+        return encode_pair(self.wordpiece, a, b, max_seq_len)
+
+    def encode_similar(self, a: np.ndarray, b: np.ndarray, max_seq_len: int) -> Feature:
+        return self.encode(a, b, max_seq_len)
+
+
+GPT_SPECIAL_TOKENS = ("<|start|>", "<|delim|>", "<|extract|>")
+
+
+@dataclasses.dataclass(frozen=True)
+class GptRecipe:
+    """GPT-1's input transforms: [start] a ([delim] b) [extract], padded on the right with
+    the end-of-text id (never attended to: input_mask 0); the longer of a and b is cut first.
+    The [extract] token is each sequence's last real token, where the head reads."""
+
+    bpe: bpe_lib.BpeTokenizer  # with the special tokens (gpt_recipe)
+    start_id: int
+    delim_id: int
+    extract_id: int
+    name = "gpt"
+
+    @property
+    def tokenizer(self):
+        return self.bpe
+
+    def encode(self, a: np.ndarray, b: np.ndarray | None, max_seq_len: int) -> Feature:
+        a, b = list(a), (list(b) if b is not None else None)
+        budget = max_seq_len - (3 if b is not None else 2)
+        while len(a) + len(b or []) > budget:
+            (a if b is None or len(a) >= len(b) else b).pop()
+        ids = [self.start_id] + a + ([self.delim_id] + b if b is not None else [])
+        ids.append(self.extract_id)
+        pad = max_seq_len - len(ids)
+        return {"input_ids": np.asarray(ids + [self.bpe.eot_id] * pad, np.int32),
+                "input_mask": np.asarray([1] * len(ids) + [0] * pad, np.int32)}
+
+    def encode_similar(self, a: np.ndarray, b: np.ndarray, max_seq_len: int) -> Feature:
+        """Both orders, [2, max_seq_len]: the model adds their two final states (no order)."""
+        return stack_rows([self.encode(a, b, max_seq_len), self.encode(b, a, max_seq_len)])
+
+    def special_ids(self) -> dict[str, int]:
+        return {"start": self.start_id, "delim": self.delim_id, "extract": self.extract_id}
+
+
+def gpt_recipe(bpe: bpe_lib.BpeTokenizer, model_vocab_size: int) -> GptRecipe:
+    """The BPE with start/delim/extract appended as special tokens (ids model_vocab_size,
+    +1, +2: new rows of the embedding table)."""
+    if bpe.vocab_size != model_vocab_size:
+        raise ValueError(f"the GPT's tokenizer has {bpe.vocab_size} tokens but its embedding "
+                         f"table {model_vocab_size} rows; the special tokens need them equal")
+    tokenizer = Tokenizer.from_str(bpe.tokenizer.to_str())
+    tokenizer.add_special_tokens(list(GPT_SPECIAL_TOKENS))
+    ids = [tokenizer.token_to_id(t) for t in GPT_SPECIAL_TOKENS]
+    if ids != [model_vocab_size + i for i in range(3)]:
+        raise ValueError(f"the GPT's tokenizer already holds a special token of "
+                         f"{GPT_SPECIAL_TOKENS} (ids {ids})")
+    return GptRecipe(bpe_lib.BpeTokenizer(tokenizer, bpe.eot_id, bpe.source), *ids)
+
+
+def as_recipe(recipe_or_wordpiece):
+    """A recipe; a bare WordPiece is BERT's."""
+    if isinstance(recipe_or_wordpiece, (BertRecipe, GptRecipe)):
+        return recipe_or_wordpiece
+    return BertRecipe(recipe_or_wordpiece)
+
+
+def _wordpiece(recipe_or_wordpiece):
+    """The WordPiece of a BERT-only source (tagging, SQuAD)."""
+    recipe = as_recipe(recipe_or_wordpiece)
+    if not isinstance(recipe, BertRecipe):
+        raise ValueError("tagging and SQuAD features need BERT's recipe (a WordPiece)")
+    return recipe.wordpiece
+
+
+def stack_rows(features: list[Feature]) -> Feature:
+    """Per-sequence features -> one feature of [rows, ...] arrays (options, orders)."""
+    return {k: np.stack([f[k] for f in features]) for k in features[0]}
+
+
 class Source:
     """One fine-tuning dataset (see the module docstring)."""
 
-    head: str = "sequence"  # BertWithHead head
+    head: str = "sequence"  # BertWithHead head (or "choice": one scalar per option)
     num_outputs: int = 2
     regression: bool = False
     metric: str = "accuracy"  # the selection metric (higher is better), reported as eval_<metric>
@@ -56,7 +156,7 @@ class Source:
     def texts(self) -> Iterator[str]:
         raise NotImplementedError
 
-    def features(self, wordpiece, max_seq_len: int) -> tuple[list[Feature], list[Feature]]:
+    def features(self, recipe, max_seq_len: int) -> tuple[list[Feature], list[Feature]]:
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -68,6 +168,7 @@ class PairSource(Source):
     matched and mismatched: the first is `eval_<metric>`, others `eval_<split>_<metric>`)."""
 
     metrics: tuple[str, ...] = ("accuracy",)
+    similarity: bool = False  # GPT recipe: both orders of the pair (STS-B, QQP, MRPC)
 
     def __init__(self, train: list[dict], evals: dict[str, list[dict]],
                  label_names: tuple[str, ...] | None):
@@ -84,20 +185,23 @@ class PairSource(Source):
             if e.get("text_b"):
                 yield e["text_b"]
 
-    def _encode(self, wordpiece, examples, max_seq_len):
-        a = wordpiece.encode_batch([e["text_a"] for e in examples])
+    def _encode(self, recipe, examples, max_seq_len):
+        tokens = recipe.tokenizer
+        a = tokens.encode_batch([e["text_a"] for e in examples])
         pair = examples and examples[0].get("text_b") is not None
-        b = wordpiece.encode_batch([e["text_b"] for e in examples]) if pair else [None] * len(a)
+        b = tokens.encode_batch([e["text_b"] for e in examples]) if pair else [None] * len(a)
+        encode = recipe.encode_similar if pair and self.similarity else recipe.encode
         out = []
         for e, x, y in zip(examples, a, b):
-            f = encode_pair(wordpiece, x, y, max_seq_len)
+            f = encode(x, y, max_seq_len)
             f["label"] = np.asarray(e["label"], np.float32 if self.regression else np.int32)
             out.append(f)
         return out
 
-    def features(self, wordpiece, max_seq_len):
-        evals = [self._encode(wordpiece, ex, max_seq_len) for ex in self.evals.values()]
-        return (self._encode(wordpiece, self.train, max_seq_len),
+    def features(self, recipe, max_seq_len):
+        recipe = as_recipe(recipe)
+        evals = [self._encode(recipe, ex, max_seq_len) for ex in self.evals.values()]
+        return (self._encode(recipe, self.train, max_seq_len),
                 [f for split in evals for f in split])
 
     def split_predictions(self, predictions: np.ndarray
@@ -126,6 +230,9 @@ class PairSource(Source):
         return facts
 
 
+SIMILARITY_TASKS = ("stsb", "qqp", "mrpc")  # GPT-1, section 3.3: no inherent order
+
+
 class GlueSource(PairSource):
     def __init__(self, task: str, path: str | None, data_dir: str | None,
                  eval_split: str = "validation"):
@@ -136,6 +243,7 @@ class GlueSource(PairSource):
         self.name = f"glue/{task}"
         self.metrics = spec.metrics
         self.metric = spec.metrics[0]
+        self.similarity = task in SIMILARITY_TASKS
         splits = spec.eval_splits if eval_split == "validation" else tuple(
             s for s in spec.splits if s.startswith("test"))
         super().__init__(glue.load_glue(task, "train", path, data_dir),
@@ -169,6 +277,45 @@ class PassageSource(PairSource):
 
     def describe(self):
         return dict(super().describe(), documents=self.documents)
+
+
+class ChoiceSource(PairSource):
+    """Multiple choice: a context and k options, the label the right option's index; one
+    sequence per option ([k, S] features), the head scores each and softmaxes over them."""
+
+    head = "choice"
+
+    def __init__(self, name: str, train: list[dict], evals: dict[str, list[dict]]):
+        self.name = name
+        k = len(train[0]["options"]) if train else 0
+        super().__init__(train, evals, tuple(f"option{i}" for i in range(k)))
+
+    def texts(self):
+        for e in self.train:
+            yield e["context"]
+            yield from e["options"]
+
+    def _encode(self, recipe, examples, max_seq_len):
+        tokens = recipe.tokenizer
+        contexts = tokens.encode_batch([e["context"] for e in examples])
+        out = []
+        for e, context in zip(examples, contexts):
+            options = tokens.encode_batch(list(e["options"]))
+            f = stack_rows([recipe.encode(context, o, max_seq_len) for o in options])
+            f["label"] = np.asarray(e["label"], np.int32)
+            out.append(f)
+        return out
+
+
+class SwagSource(ChoiceSource):
+    """SWAG (Zellers et al. 2018; BERT section 4.4): sent1 as the context, sent2 + each
+    ending as an option; scored on val.csv."""
+
+    def __init__(self, name: str, path: str | None):
+        if name != "regular":
+            raise ValueError(f"finetune.dataset='swag/{name}'; expected swag/regular")
+        super().__init__("swag/regular", swag.load_swag("train", path),
+                         {"validation": swag.load_swag("validation", path)})
 
 
 class ConllSource(Source):
@@ -211,7 +358,8 @@ class ConllSource(Source):
             out.append(e)
         return out
 
-    def features(self, wordpiece, max_seq_len):
+    def features(self, recipe, max_seq_len):
+        wordpiece = _wordpiece(recipe)
         train = self._encode(wordpiece, self.train, max_seq_len)
         self.eval_encoded = self._encode(wordpiece, self.eval, max_seq_len)
         keep = ("input_ids", "segment_ids", "input_mask", "labels")
@@ -266,7 +414,8 @@ class SquadSource(Source):
             yield e["question"]
             yield e["context"]
 
-    def features(self, wordpiece, max_seq_len):
+    def features(self, recipe, max_seq_len):
+        wordpiece = _wordpiece(recipe)
         kw = dict(max_seq_len=max_seq_len, doc_stride=self.ft.doc_stride,
                   max_query_len=self.ft.max_query_len)
         train, _ = squad.featurize(self.train, wordpiece, train=True, **kw)
@@ -319,13 +468,19 @@ def load_source(ft, data_config=None) -> Source:
         return SquadSource(name, path, data_dir, ft, split)
     if family == "conll2003":
         return ConllSource(name, path, data_dir, split)
+    if family == "swag":
+        if split != "validation":
+            raise ValueError("swag: its test split has no public labels and no reader here; "
+                             "expected --split validation")
+        return SwagSource(name, path)
     if ft.dataset == "embedded/passage_source":
         if split != "validation":
             raise ValueError("embedded/passage_source has no test split (its held-out "
                              "sentences are the validation split)")
         return PassageSource(data_config, ft.num_documents)
     raise ValueError(f"finetune.dataset={ft.dataset!r}; expected glue/<task>, squad/v1.1, "
-                     f"squad/v2.0, conll2003/ner, conll2003/pos or embedded/passage_source")
+                     f"squad/v2.0, conll2003/ner, conll2003/pos, swag/regular or "
+                     f"embedded/passage_source")
 
 
 def steps_for_epochs(num_examples: int, epochs: float, batch_size: int) -> int:

@@ -6,6 +6,11 @@ that pre-training (BertForPreTraining) or an imported checkpoint wrote:
             segment ids, regression with num_outputs=1); or on the mean of the real tokens
   token     one linear layer per token (tagging: NER, POS)
   span      start/end logits per token (extractive QA)
+  choice    multiple choice: input [batch, options, seq], one scalar per option from a
+            shared linear scorer on each pooled [CLS] (logits [batch, options])
+
+GptWithHead is GPT-1's (Radford et al. 2018, section 3.3): GptLM ("decoder") + a linear head
+on the final hidden state at each sequence's [extract] token (its last real token).
 """
 from __future__ import annotations
 
@@ -15,10 +20,12 @@ import jax.numpy as jnp
 
 from ssl_jax.models.bert import BertConfig, BertEncoder
 from ssl_jax.models.dropout import Dropout
+from ssl_jax.models.gpt import GptConfig, GptLM
 from ssl_jax.models.partitioning import dense_init
 
 Array = jax.Array
-HEADS = ("sequence", "token", "span")
+HEADS = ("sequence", "token", "span", "choice")
+GPT_HEADS = ("sequence", "similarity", "choice")
 POOLINGS = ("pooler", "mean")
 
 
@@ -48,14 +55,21 @@ class BertWithHead(nn.Module):
         c = self.config
         self.encoder = BertEncoder(c, deterministic=self.deterministic)
         self.classifier = nn.Dense(
-            self.num_outputs,
+            1 if self.head == "choice" else self.num_outputs,
             **dense_init(nn.initializers.truncated_normal(c.initializer_range), "embed", "classes"),
             dtype=jnp.float32, param_dtype=c.param_dtype)  # logits in float32
         self.dropout = Dropout(self.classifier_dropout)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array) -> Array:
         """sequence: [batch, num_outputs]; token: [batch, seq, num_outputs];
-        span: [batch, seq, 2] (start, end)."""
+        span: [batch, seq, 2] (start, end); choice ([batch, options, seq] inputs):
+        [batch, options]."""
+        if self.head == "choice":
+            rows = input_ids.shape[:2]
+            flat = lambda x: x.reshape((-1, x.shape[-1]))
+            _, pooled = self.encoder(flat(input_ids), flat(segment_ids), flat(input_mask))
+            x = self.dropout(pooled, deterministic=self.deterministic)
+            return self.classifier(x)[:, 0].reshape(rows).astype(jnp.float32)
         sequence, pooled = self.encoder(input_ids, segment_ids, input_mask)
         if self.head == "sequence":
             x = pooled if self.pooling == "pooler" else mean_pool(sequence, input_mask)
@@ -65,3 +79,51 @@ class BertWithHead(nn.Module):
         shape = x.shape
         logits = self.classifier(x.reshape(-1, shape[-1]))  # [tokens, outputs] (see Mlp)
         return logits.reshape(shape[:-1] + (self.num_outputs,)).astype(jnp.float32)
+
+
+def extract_states(hidden: Array, input_mask: Array) -> Array:
+    """[rows, seq, hidden], right-padded [rows, seq] -> [rows, hidden]: each row's state at
+    its last real token (the [extract] token of GPT's input transforms)."""
+    last = jnp.maximum(jnp.sum(input_mask, axis=-1) - 1, 0)  # [rows]
+    return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+
+
+class GptWithHead(nn.Module):
+    """GptLM ("decoder") + dropout + a linear "classifier" on the [extract] states.
+
+    sequence    input [batch, seq]: logits [batch, num_outputs]
+    similarity  input [batch, 2, seq] (both orders): the two states added, then the head
+    choice      input [batch, options, seq]: one scalar per option, logits [batch, options]
+    Returns (float32 logits, the decoder's final hidden states [..., seq, hidden]: the
+    auxiliary LM loss applies the tied output layer to them)."""
+
+    config: GptConfig
+    head: str  # one of GPT_HEADS
+    num_outputs: int  # classes; 1 for regression; options for "choice"
+    classifier_dropout: float = 0.1
+    deterministic: bool = True
+
+    def setup(self):
+        if self.head not in GPT_HEADS:
+            raise ValueError(f"head={self.head!r}; expected one of {GPT_HEADS}")
+        c = self.config
+        self.decoder = GptLM(c, deterministic=self.deterministic)
+        self.classifier = nn.Dense(
+            1 if self.head == "choice" else self.num_outputs,
+            **dense_init(nn.initializers.truncated_normal(c.initializer_range), "embed", "classes"),
+            dtype=jnp.float32, param_dtype=c.param_dtype)
+        self.dropout = Dropout(self.classifier_dropout)
+
+    def __call__(self, input_ids: Array, input_mask: Array) -> tuple[Array, Array]:
+        seq = input_ids.shape[-1]
+        rows = input_ids.shape[:-1]  # [batch] or [batch, k]
+        ids, mask = input_ids.reshape(-1, seq), input_mask.reshape(-1, seq)
+        hidden = self.decoder(ids, mask, return_hidden=True)  # [rows, seq, hidden]
+        x = extract_states(hidden, mask).astype(jnp.float32)  # [rows, hidden]
+        if self.head == "similarity":
+            x = x.reshape(rows + (-1,)).sum(axis=1)  # [batch, hidden]
+        x = self.dropout(x, deterministic=self.deterministic)
+        logits = self.classifier(x)
+        if self.head == "choice":
+            logits = logits[:, 0].reshape(rows)  # [batch, options]
+        return logits.astype(jnp.float32), hidden.reshape(rows + hidden.shape[1:])

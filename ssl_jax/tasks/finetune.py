@@ -1,4 +1,16 @@
-"""Fine-tuning and linear probing: a pre-trained (or random) BERT encoder + a task head.
+"""Fine-tuning and linear probing: a pre-trained (or random) BERT encoder or GPT decoder +
+a task head.
+
+The recipe follows finetune.init: a BERT (Devlin et al. 2019) gets BertWithHead; a GPT
+(gpt_pretrain run or HF GPT-2) gets GPT-1's (Radford et al. 2018, section 3.3): the inputs
+transformed per task ([start] text [extract]; [start] a [delim] b [extract]; similarity
+tasks STS-B/QQP/MRPC in both orders, their [extract] states added; multiple choice one
+sequence per option, a shared scorer, a softmax over options), start/delim/extract appended
+to the BPE and the embedding table (pre-trained rows kept, new rows as initialised), a
+linear head on the [extract] state, and the auxiliary LM loss lm_coef x L_lm on the same
+batch. L_lm is the next-token cross-entropy, per token, over every real token after [start]
+of every input sequence (the text, [delim] and [extract]; both orders, every option), as in
+OpenAI's finetune-transformer-lm. Tagging and SQuAD have no GPT recipe (refused).
 
 config.finetune:
   dataset                 see ssl_jax/data/finetune.py (glue/..., squad/..., conll2003/...)
@@ -14,7 +26,11 @@ config.finetune:
   freeze_embeddings, freeze_layers (the lower N), linear_probe (the whole encoder frozen)
   layer_decay             learning rate x decay**(L + 1 - depth): the head and pooler at
                           depth L + 1, layer i at i + 1, embeddings at 0 (1.0 = off)
-  pooling                 sequence head: "pooler" (BERT's tanh on [CLS]) or "mean"
+  pooling                 sequence head: "pooler" (BERT's tanh on [CLS]) or "mean" (BERT)
+  classifier_dropout      dropout on the head's input
+  lm_coef                 GPT: the auxiliary LM loss's weight (0.5 in the paper; 0 = off)
+Metrics: loss_ce (or loss_mse), and with a GPT loss_lm (unweighted) and loss_lm_weighted
+(lm_coef x loss_lm, the term the objective adds).
 config.num_train_epochs > 0 sets num_train_steps (and evaluates once per epoch).
 """
 from __future__ import annotations
@@ -32,19 +48,24 @@ from ssl_jax.data import corpora, tokenizer
 from ssl_jax.data.batching import training_batches, with_example_weight
 from ssl_jax.eval import finetune_scores
 from ssl_jax.models.bert import BertConfig, bert_config, check_model_sizes
+from ssl_jax.models.gpt import GptConfig
 from ssl_jax.models.transformer import check_compute, compute_dtypes
-from ssl_jax.models.heads import BertWithHead
-from ssl_jax.models.losses import classification_stats
+from ssl_jax.models.heads import BertWithHead, GptWithHead
+from ssl_jax.models.losses import classification_stats, tied_cross_entropy
 from ssl_jax.tasks.base import LoadedTask, Task
 
 _INPUTS = ("input_ids", "segment_ids", "input_mask")
+_GPT_INPUTS = ("input_ids", "input_mask")
+_EMBEDDINGS = ("embeddings", "token", "position")  # BERT's subtree; GPT's two tables
 
 
 def encoder_multipliers(params, num_layers: int, *, freeze_embeddings: bool = False,
                         freeze_layers: int = 0, linear_probe: bool = False,
                         layer_decay: float = 1.0):
-    """Learning-rate multipliers for a BertWithHead parameter tree (see the module doc).
-    Scanned stacks get one multiplier per layer ([layers, 1, ...])."""
+    """Learning-rate multipliers for a BertWithHead ("encoder") or GptWithHead ("decoder")
+    parameter tree (see the module doc): embedding tables at depth 0, layer i at i + 1, the
+    pooler / final LayerNorm and the head at the top. Scanned stacks get one multiplier per
+    layer ([layers, 1, ...])."""
     if not 0 <= freeze_layers <= num_layers:
         raise ValueError(f"finetune.freeze_layers={freeze_layers}: expected 0 to "
                          f"{num_layers} (the encoder's layers)")
@@ -59,29 +80,31 @@ def encoder_multipliers(params, num_layers: int, *, freeze_embeddings: bool = Fa
 
     def multiplier(path, leaf):
         keys = [getattr(k, "key", str(k)) for k in path]
-        if keys[0] != "encoder":
+        if keys[0] not in ("encoder", "decoder"):
             return np.float32(1.0)  # the head
         if linear_probe:
             return np.float32(0.0)
         part = keys[1]
-        if part == "embeddings":
+        if part in _EMBEDDINGS:
             return np.float32(at_depth(0))
         if part == "stack" and keys[2] == "layers":  # scanned: [layers, ...]
             m = np.asarray([at_depth(i + 1) for i in range(num_layers)], np.float32)
             return m.reshape((num_layers,) + (1,) * (leaf.ndim - 1))
         if part == "stack":
             return np.float32(at_depth(int(keys[2].rsplit("_", 1)[1]) + 1))
-        return np.float32(at_depth(top))  # the pooler
+        return np.float32(at_depth(top))  # the pooler / ln_final
 
     return jax.tree_util.tree_map_with_path(multiplier, params)
 
 
-def check_encoder(config, model_config: BertConfig) -> None:
-    """The run's fields that must fit the encoder: max_seq_len in its position table,
-    finetune.freeze_layers and layer_decay in range."""
-    if config.max_seq_len > model_config.max_position_embeddings:
-        raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the encoder's position "
-                         f"table ({model_config.max_position_embeddings})")
+def check_encoder(config, model_config: BertConfig | GptConfig) -> None:
+    """The run's fields that must fit the encoder (or decoder): max_seq_len in its position
+    table, finetune.freeze_layers and layer_decay in range."""
+    positions = (model_config.max_len if isinstance(model_config, GptConfig)
+                 else model_config.max_position_embeddings)
+    if config.max_seq_len > positions:
+        raise ValueError(f"max_seq_len={config.max_seq_len} exceeds the model's position "
+                         f"table ({positions})")
     ft = config.finetune
     encoder_multipliers({}, model_config.num_layers, freeze_layers=ft.freeze_layers,
                         layer_decay=ft.layer_decay)
@@ -93,10 +116,12 @@ def _frozen(multipliers):
 
 
 class Finetune(Task):
-    """A BERT encoder + a task head, from the config and the facts of its dataset and
-    vocabulary: the head ("sequence" | "token" | "span"), its outputs, whether it regresses,
-    the metric checkpoints select by, and the encoder's architecture (`encoder`, a
-    pre-trained model's BertConfig; None: config.model's size with `vocab_size` tokens)."""
+    """A BERT encoder or a GPT decoder + a task head, from the config and the facts of its
+    dataset and vocabulary: the head ("sequence" | "token" | "span" | "choice"), its outputs
+    (options for "choice"), whether it regresses, the metric checkpoints select by, and the
+    architecture: `encoder` (a pre-trained BertConfig; None: config.model's size with
+    `vocab_size` tokens) or `decoder` (a GptConfig whose vocabulary holds the special tokens:
+    the GPT recipe; `similarity`: its pairs go in both orders)."""
 
     predict_outputs = True
     best_mode = "max"
@@ -112,19 +137,33 @@ class Finetune(Task):
         check_compute(config.model, sizes=not ft.init)  # dtypes and attention_impl
         if ft.pooling not in ("pooler", "mean"):
             raise ValueError(f"finetune.pooling={ft.pooling!r}; expected 'pooler' or 'mean'")
+        if ft.lm_coef < 0:
+            raise ValueError(f"finetune.lm_coef={ft.lm_coef}: expected >= 0")
 
     def __init__(self, config, *, vocab_size: int, head: str, num_outputs: int,
                  regression: bool = False, metric: str = "accuracy",
-                 encoder: BertConfig | None = None):
+                 encoder: BertConfig | None = None, decoder: GptConfig | None = None,
+                 similarity: bool = False):
         super().__init__(config)
         self.head, self.num_outputs, self.regression = head, num_outputs, regression
-        self.model_config = (bert_config(config.model, vocab_size) if encoder is None
-                             else self._with_dropout(encoder))
+        self.recipe = "gpt" if decoder is not None else "bert"
+        if decoder is not None:
+            if head not in ("sequence", "choice"):
+                raise ValueError(f"the GPT recipe has no {head!r} head (GPT-1 fine-tunes "
+                                 f"classification, pairs, similarity and multiple choice)")
+            self.model_config = self._with_dropout(decoder)
+            self.gpt_head = "similarity" if similarity else head
+        else:
+            self.model_config = (bert_config(config.model, vocab_size) if encoder is None
+                                 else self._with_dropout(encoder))
         check_encoder(config, self.model_config)
         self.loss_terms = ("loss_mse",) if regression else ("loss_ce",)
+        self.lm_coef = float(config.finetune.lm_coef) if decoder is not None else 0.0
+        if self.lm_coef > 0:
+            self.loss_terms += ("loss_lm_weighted",)
         self.best_metric = f"eval_{metric}"
 
-    def _with_dropout(self, model_config: BertConfig) -> BertConfig:
+    def _with_dropout(self, model_config):
         """The pre-trained architecture with this run's dropout, dtypes and attention."""
         m = self.config.model
         dtype, param_dtype = compute_dtypes(m)
@@ -133,17 +172,28 @@ class Finetune(Task):
                                    dtype=dtype, param_dtype=param_dtype,
                                    attention_impl=m.get("attention_impl", "xla"))
 
-    def build_model(self, *, train: bool) -> BertWithHead:
+    def build_model(self, *, train: bool):
         ft = self.config.finetune
+        if self.recipe == "gpt":
+            return GptWithHead(self.model_config, self.gpt_head, self.num_outputs,
+                               classifier_dropout=ft.classifier_dropout,
+                               deterministic=not train)
         return BertWithHead(self.model_config, self.head, self.num_outputs,
                             pooling=ft.pooling, classifier_dropout=ft.classifier_dropout,
                             deterministic=not train)
 
+    def rows(self) -> tuple[int, ...]:
+        """The sequences of one example: () one, (2,) both orders, (k,) k options."""
+        if self.head == "choice":
+            return (self.num_outputs,)
+        return (2,) if self.recipe == "gpt" and self.gpt_head == "similarity" else ()
+
     def dummy_batch(self, batch_size: int):
+        shape = (batch_size,) + self.rows() + (self.config.max_seq_len,)
+        names = _GPT_INPUTS if self.recipe == "gpt" else _INPUTS
+        batch = with_example_weight({k: (np.ones if k == "input_mask" else np.zeros)(
+            shape, np.int32) for k in names})
         S = self.config.max_seq_len
-        batch = with_example_weight({"input_ids": np.zeros((batch_size, S), np.int32),
-                                     "segment_ids": np.zeros((batch_size, S), np.int32),
-                                     "input_mask": np.ones((batch_size, S), np.int32)})
         if self.head == "span":
             batch["start_position"] = batch["end_position"] = np.zeros((batch_size,), np.int32)
         elif self.head == "token":
@@ -153,7 +203,7 @@ class Finetune(Task):
         return batch
 
     def model_inputs(self, batch: dict) -> dict:
-        return {k: batch[k] for k in _INPUTS}
+        return {k: batch[k] for k in (_GPT_INPUTS if self.recipe == "gpt" else _INPUTS)}
 
     def update_multipliers(self, params):
         ft = self.config.finetune
@@ -165,17 +215,50 @@ class Finetune(Task):
                                    freeze_layers=ft.freeze_layers, linear_probe=ft.linear_probe,
                                    layer_decay=ft.layer_decay)
 
+    def _without_frozen_gradients(self, params):
+        """params with the frozen ones behind stop_gradient: no backward pass through them
+        (nor, with a GPT, through the tied output layer of the LM loss)."""
+        multipliers = self.update_multipliers(params)
+        if multipliers is None:
+            return params
+        return jax.tree_util.tree_map(
+            lambda p, frozen: jax.lax.stop_gradient(p) if frozen else p,
+            params, _frozen(multipliers))
+
     def _apply(self, params, batch, rng, train: bool):
-        multipliers = self.update_multipliers(params) if train else None
-        if multipliers is not None:  # no backward pass through wholly frozen parameters
-            params = jax.tree_util.tree_map(
-                lambda p, frozen: jax.lax.stop_gradient(p) if frozen else p,
-                params, _frozen(multipliers))
-        return self.build_model(train=train).apply(
+        """The head's logits, and (GPT) the decoder's final hidden states (else None)."""
+        out = self.build_model(train=train).apply(
             {"params": params}, **self.model_inputs(batch), rngs={"dropout": rng} if train else {})
+        return out if self.recipe == "gpt" else (out, None)
+
+    def lm_stats(self, params, hidden, batch):
+        """GPT's auxiliary LM loss as (sum of next-token NLL, count) over every real token
+        after the first of every sequence of the batch (see the module doc)."""
+        seq = hidden.shape[-2]
+        ids = batch["input_ids"].reshape(-1, seq)
+        mask = batch["input_mask"].reshape(-1, seq)
+        rows = ids.shape[0] // batch["example_weight"].shape[0]
+        weight = jnp.repeat(batch["example_weight"], rows)  # [rows]
+        targets = mask[:, 1:].astype(jnp.float32) * weight[:, None]  # [rows, seq - 1]
+        h = hidden.reshape(-1, seq, hidden.shape[-1])[:, :-1]
+        nll, _ = tied_cross_entropy(
+            h.reshape(-1, h.shape[-1]).astype(jnp.float32),
+            params["decoder"]["token"]["embedding"].astype(jnp.float32),
+            ids[:, 1:].reshape(-1), targets.reshape(-1))
+        return nll, jnp.sum(targets)
 
     def stats(self, params, batch, rng, *, train: bool):
-        logits = self._apply(params, batch, rng, train)
+        if train:
+            params = self._without_frozen_gradients(params)
+        logits, hidden = self._apply(params, batch, rng, train)
+        stats = self._task_stats(logits, batch)
+        if self.lm_coef > 0:
+            nll, count = self.lm_stats(params, hidden, batch)
+            stats["loss_lm"] = (nll, count)
+            stats["loss_lm_weighted"] = (self.lm_coef * nll, count)
+        return stats
+
+    def _task_stats(self, logits, batch):
         weight = batch["example_weight"]
         if self.head == "span":  # [batch, seq, 2]: start and end, each a softmax over the seq
             masked = jnp.where(batch["input_mask"][..., None] > 0, logits, -1e9)
@@ -190,14 +273,14 @@ class Finetune(Task):
             return classification_stats(logits, jnp.maximum(labels, 0),
                                         (labels >= 0) * weight[:, None], loss="loss_ce",
                                         accuracy="accuracy")
-        labels = batch["label"]  # [batch, outputs]
+        labels = batch["label"]  # [batch]; logits [batch, outputs] (choice: [batch, options])
         if self.regression:
             err = (logits[:, 0] - labels) ** 2
             return {"loss_mse": (jnp.sum(err * weight), jnp.sum(weight))}
         return classification_stats(logits, labels, weight, loss="loss_ce", accuracy="accuracy")
 
     def predict(self, params, batch):
-        logits = self._apply(params, batch, None, False)
+        logits, _ = self._apply(params, batch, None, False)
         if self.head == "span":
             return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
         if self.regression:
@@ -213,16 +296,20 @@ class FinetuneTask(LoadedTask, Finetune):
         ft = config.finetune
         self.source = finetune_data.load_source(ft, config.get("data"))
         self.pretrained = None
-        encoder = None
+        encoder = decoder = None
         if ft.init:
             from ssl_jax.interop.pretrained import load_pretrained
             self.pretrained = load_pretrained(ft.init, scan_layers=config.model.scan_layers)
-            if self.pretrained.kind != "bert":
+            if self.pretrained.kind == "gpt":
+                decoder = self._gpt_recipe(workdir)
+            elif self.pretrained.kind == "bert":
+                self.wordpiece = self.pretrained.tokenizer
+                tokenizer.save(self.wordpiece, os.path.join(workdir, "tokenizer"))
+                self.encoding = finetune_data.BertRecipe(self.wordpiece)
+                encoder = self.pretrained.config
+            else:
                 raise ValueError(f"finetune.init={ft.init!r} is a {self.pretrained.kind} "
-                                 f"model; fine-tuning heads need a BERT encoder")
-            self.wordpiece = self.pretrained.tokenizer
-            tokenizer.save(self.wordpiece, os.path.join(workdir, "tokenizer"))
-            encoder = self.pretrained.config
+                                 f"model; fine-tuning needs a BERT or a GPT")
         else:
             # cached by the training text's contents (like pre-training's vocabulary), so
             # sweep points and re-runs share one
@@ -231,9 +318,10 @@ class FinetuneTask(LoadedTask, Finetune):
                 config.data, os.path.join(workdir, "tokenizer"), self.source.texts,
                 f"finetune/{ft.dataset}/{digest[:16]}",
                 config.data.get("data_dir") or corpora.default_data_dir())
-        check_encoder(config, encoder or bert_config(config.model, 1))  # before the features
+            self.encoding = finetune_data.BertRecipe(self.wordpiece)
+        check_encoder(config, decoder or encoder or bert_config(config.model, 1))
         self.train_features, self.eval_features = self.source.features(
-            self.wordpiece, config.max_seq_len)
+            self.encoding, config.max_seq_len)
         if not self.train_features:
             raise ValueError(f"finetune.dataset={ft.dataset!r} yields no training example")
         if config.num_train_epochs > 0:  # the BERT recipe counts epochs
@@ -243,21 +331,44 @@ class FinetuneTask(LoadedTask, Finetune):
                 len(self.train_features), config.num_train_epochs, config.batch_size)
             config.eval_every_steps = config.checkpoint_every_steps = per_epoch
         s = self.source
-        return dict(vocab_size=self.wordpiece.vocab_size, head=s.head,
-                    num_outputs=s.num_outputs, regression=s.regression, metric=s.metric,
-                    encoder=encoder)
+        facts = dict(vocab_size=self.encoding.tokenizer.vocab_size, head=s.head,
+                     num_outputs=s.num_outputs, regression=s.regression, metric=s.metric)
+        if decoder is not None:
+            return dict(facts, decoder=decoder, similarity=s.similarity)
+        return dict(facts, encoder=encoder)
+
+    def _gpt_recipe(self, workdir: str) -> GptConfig:
+        """A GPT init: refuses BERT-only heads, appends the special tokens (saved with the
+        BPE in workdir/tokenizer); returns the decoder's config with the larger table."""
+        ft, config = self.config.finetune, self.pretrained.config
+        if self.source.head in ("token", "span"):
+            raise ValueError(f"finetune.dataset={ft.dataset!r} needs a BERT encoder (a "
+                             f"{self.source.head} head); finetune.init={ft.init!r} is a GPT, "
+                             f"and GPT-1's recipe covers classification, pairs, similarity "
+                             f"and multiple choice only")
+        if ft.pooling != "pooler":
+            raise ValueError(f"finetune.pooling={ft.pooling!r} is BERT's; finetune.init="
+                             f"{ft.init!r} is a GPT, whose head reads the [extract] state")
+        self.encoding = finetune_data.gpt_recipe(self.pretrained.tokenizer, config.vocab_size)
+        self.encoding.bpe.save(os.path.join(workdir, "tokenizer"))
+        return dataclasses.replace(config, vocab_size=self.encoding.bpe.vocab_size)
 
     def transfer(self, params):
         if self.pretrained is None or self.config.finetune.random_init:
             return params
-        encoder = self.pretrained.params["encoder"]
-        fresh = jax.tree_util.tree_structure(params["encoder"])
-        if jax.tree_util.tree_structure(encoder) != fresh:
-            raise ValueError(f"finetune.init={self.config.finetune.init!r}: its encoder's "
+        name = "decoder" if self.recipe == "gpt" else "encoder"
+        old = (self.pretrained.params if name == "decoder"
+               else self.pretrained.params["encoder"])
+        if jax.tree_util.tree_structure(old) != jax.tree_util.tree_structure(params[name]):
+            raise ValueError(f"finetune.init={self.config.finetune.init!r}: its {name}'s "
                              f"parameters do not match this model's")
+
+        def place(new, pre):  # GPT's token table: the pre-trained rows, then the new ones
+            pre = jnp.asarray(pre, new.dtype)
+            return jnp.asarray(new).at[:pre.shape[0]].set(pre) if pre.shape != new.shape else pre
+
         params = dict(params)
-        params["encoder"] = jax.tree_util.tree_map(
-            lambda new, old: jnp.asarray(old, new.dtype), params["encoder"], encoder)
+        params[name] = jax.tree_util.tree_map(place, params[name], old)
         return params
 
     def train_dataset(self, process_index: int = 0, process_count: int = 1):
@@ -275,10 +386,17 @@ class FinetuneTask(LoadedTask, Finetune):
         ft = self.config.finetune
         return {"dataset": ft.dataset, **self.source.describe(),
                 "init": ft.init or "random", "random_init": bool(ft.random_init),
-                "vocab_size": self.wordpiece.vocab_size,
+                "recipe": self.recipe, **self._recipe_facts(),
+                "vocab_size": self.encoding.tokenizer.vocab_size,
                 "train_features": len(self.train_features),
                 "eval_features": len(self.eval_features),
                 "frozen": {"embeddings": bool(ft.freeze_embeddings),
                            "lower_layers": int(ft.freeze_layers),
                            "linear_probe": bool(ft.linear_probe)},
                 "layer_decay": ft.layer_decay}
+
+    def _recipe_facts(self) -> dict:
+        if self.recipe != "gpt":
+            return {}
+        return {"special_tokens": self.encoding.special_ids(), "lm_coef": self.lm_coef,
+                "similarity_both_orders": self.gpt_head == "similarity"}
