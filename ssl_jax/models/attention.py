@@ -205,7 +205,8 @@ class MultiHeadAttention(nn.Module):
         index = self.variable("cache", "cache_index")
         slot = index.value
         here = jax.lax.dynamic_slice_in_dim(mask, slot, 1, axis=-1)  # the new token's slot
-        before = mask & (jnp.arange(mask.shape[-1]) != slot)
+        others = jnp.arange(mask.shape[-1]) != slot  # [cache_len]
+        before = mask & others.reshape((1,) * (mask.ndim - 1) + (-1,))
         out = step_attention(query, cached_key.value, cached_value.value, key, value, before,
                              here, **options)
         # the write after the reads: data-dependent on the attention output (0 * out), else
