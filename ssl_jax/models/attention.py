@@ -174,7 +174,8 @@ class MultiHeadAttention(nn.Module):
             query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
             options = dict(dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
                            deterministic=deterministic, dtype=self.dtype)
-            if self.decode and seq == 1 and self.has_variable("cache", "cached_key"):
+            if (self.decode and seq == 1 and mask is not None
+                    and self.has_variable("cache", "cached_key")):  # one decoded token
                 out = self._step(query, key, value, dense_mask(mask), options)
             else:
                 if self.decode:
@@ -196,10 +197,10 @@ class MultiHeadAttention(nn.Module):
     def _step(self, query: Array, key: Array, value: Array, mask: Array,
               options: dict) -> Array:
         """One decoded token: attention over the cache as it was (the slot written now
-        hidden) and this token's own key/value, then the cache write. Nothing reads the
-        written cache within the step, so XLA updates it in place inside the decoding loop;
-        attending over the written cache made XLA:CPU copy every layer's keys and values
-        on every token. The same keys, values and mask as attending over the written cache."""
+        hidden) and this token's own key/value, then the cache write, ordered after the
+        reads, so XLA updates the cache in place inside the decoding loop; attending over
+        the written cache made XLA:CPU copy every layer's keys and values on every token.
+        The same keys, values and mask as attending over the written cache."""
         cached_key = self.variable("cache", "cached_key")
         cached_value = self.variable("cache", "cached_value")
         index = self.variable("cache", "cache_index")
