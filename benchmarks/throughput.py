@@ -199,6 +199,47 @@ def matmul_peak_flops(n: int = 2048, reps: int = 10, dtype: str = "float32") -> 
     return 2 * n ** 3 / best
 
 
+def kv_cache_bytes_per_token(a) -> float:
+    """Bytes of keys + values (float32) a decoding step reads, at the mean context length
+    of the --new-tokens steps (prompt + 0 .. new - 1 tokens), for every row of the batch."""
+    mean_context = a.prompt_len + (a.new_tokens - 1) / 2
+    return 2 * a.layers * a.batch * mean_context * a.hidden * 4
+
+
+def streaming_pass(a, params):
+    """(run, bytes): a jitted pass of matrix-vector products over the weight matrices a
+    decoding step reads (every parameter but the position table, of which a step reads one
+    row; the [vocab, hidden] table as the tied logits read it, the layers' kernels as
+    hidden @ kernel), and the bytes it streams. run() blocks until done."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves = [x for path, x in jax.tree_util.tree_leaves_with_path(params)
+              if "position" not in jax.tree_util.keystr(path)]
+
+    @jax.jit
+    def stream(leaves):
+        total = jnp.float32(0)
+        for x in leaves:
+            if x.ndim < 2:
+                total += jnp.sum(x)
+            elif x.shape[0] == a.vocab:
+                total += jnp.sum(x @ jnp.ones((x.shape[1],), x.dtype))
+            else:
+                w = x.reshape(x.shape[0], -1)
+                total += jnp.sum(jnp.ones((w.shape[0],), w.dtype) @ w)
+        return total
+
+    return (lambda: stream(leaves).block_until_ready(),
+            sum(x.size * x.dtype.itemsize for x in leaves))
+
+
+def floor_ms_per_token(a, weight_bytes: int, stream_seconds: float) -> float:
+    """The memory-bandwidth floor of one decoding step: (the weights + the KV cache at the
+    mean context) / the bandwidth the streaming pass reached."""
+    return 1000 * (weight_bytes + kv_cache_bytes_per_token(a)) * stream_seconds / weight_bytes
+
+
 def peak_memory_mb() -> float:
     try:
         import jax
@@ -367,13 +408,27 @@ def run_ours_generate(a) -> dict:
         return generate_ids(config, params, prompts, max_new_tokens=a.new_tokens,
                             sampling=None, stop_id=None)  # returns host lists: blocks
 
-    seconds, out = median_seconds(generate, max(a.warmup, 1), a.steps)
+    stream, weight_bytes = streaming_pass(a, params)
+    # generation and the streaming pass alternate, so both see the same machine load
+    for _ in range(max(a.warmup, 1)):
+        generate(), stream()
+    times: dict = {generate: [], stream: []}
+    for _ in range(a.steps):
+        for fn, ts in times.items():
+            start = time.perf_counter()
+            result = fn()
+            ts.append(time.perf_counter() - start)
+            if fn is generate:
+                out = result
+    seconds, stream_seconds = (statistics.median(ts) for ts in times.values())
     generated = sorted({len(row) for row in out})
     if len(out) != a.batch or generated != [a.new_tokens]:
         raise RuntimeError(f"ours generated {generated} tokens per row, not {a.new_tokens}")
     memory, memory_kind = device_memory_mb(jax.devices()[:1])
     return {"seconds": seconds, "peak_memory_mb": peak_memory_mb(), "devices": 1,
-            "device_memory_mb": memory, "device_memory_kind": memory_kind}
+            "device_memory_mb": memory, "device_memory_kind": memory_kind,
+            "weight_bytes": weight_bytes, "bandwidth_bytes_per_s": weight_bytes / stream_seconds,
+            "floor_ms_per_token": floor_ms_per_token(a, weight_bytes, stream_seconds)}
 
 
 def run_ours(a) -> dict:
@@ -607,6 +662,18 @@ def main(argv=None) -> int:
                                                          / peer["tokens_per_s"])
         print(f"\nspeed-up vs peer (ours/peer): {result['speedup']:.2f}x "
               f"{'new ' if generate else ''}tokens/s")
+    if generate:  # the memory-bandwidth floor, measured in the ours worker's process
+        result.update({k: ours[k] for k in ("floor_ms_per_token", "weight_bytes",
+                                            "bandwidth_bytes_per_s")})
+        result["floor_ratio"] = ours["ms_per_token"] / ours["floor_ms_per_token"]
+        result.setdefault("peer_tokens_per_s", None)
+        peer_line = (f"; HF {rows[1]['ms_per_token']:.2f} ms/token "
+                     f"({rows[1]['tokens_per_s']:.0f} tokens/s)" if len(rows) > 1 else "")
+        print(f"memory-bandwidth floor: {ours['weight_bytes'] / 2 ** 20:.0f} MiB of weights + "
+              f"the KV cache at the mean context, streamed at "
+              f"{ours['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s = {ours['floor_ms_per_token']:.2f}"
+              f" ms/token; ours {ours['ms_per_token']:.2f} ms/token = "
+              f"{result['floor_ratio']:.2f}x the floor{peer_line}")
     print(json.dumps(result))
     return 0
 

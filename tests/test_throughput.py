@@ -73,3 +73,51 @@ def test_the_sharded_step_on_one_device_is_the_plain_step(model):
     params = jax.eval_shape(throughput.pretrain_task(a).init_params, jax.random.PRNGKey(0))
     state_bytes = 3 * 4 * sum(x.size for x in jax.tree_util.tree_leaves(params))
     assert plain["device_memory_mb"] * 2 ** 20 >= state_bytes
+
+
+def test_generate_floor_by_hand():
+    """--mode generate's floor: bytes = every parameter but the position table + the KV
+    cache at the mean context (prompt + (new - 1) / 2 tokens, keys and values, float32, each
+    row), over the bandwidth the streaming pass reached on those parameter bytes."""
+    import jax
+    import jax.numpy as jnp
+
+    a = throughput.parse(["--model", "gpt", "--mode", "generate", "--layers", "2", "--hidden",
+                          "32", "--heads", "2", "--vocab", "300", "--batch", "3",
+                          "--prompt-len", "8", "--new-tokens", "5"])
+    assert throughput.kv_cache_bytes_per_token(a) == 2 * 2 * 3 * (8 + 2) * 32 * 4
+    params = {"token": {"embedding": jnp.ones((300, 32))},
+              "position": {"embedding": jnp.ones((1024, 32))},
+              "layer": {"kernel": jnp.ones((32, 2, 16)), "bias": jnp.ones((32,))}}
+    run, weight_bytes = throughput.streaming_pass(a, params)
+    assert weight_bytes == 4 * (300 * 32 + 32 * 32 + 32)
+    assert float(run()) == 300 * 32 + 32 * 32 + 32  # it reads every one of them
+    # 1 ms to stream the weights: the floor adds the cache's bytes at that rate
+    floor = throughput.floor_ms_per_token(a, weight_bytes, 1e-3)
+    assert floor == pytest.approx(1 + throughput.kv_cache_bytes_per_token(a) / weight_bytes)
+
+
+def test_generate_json_line_carries_the_floor_and_the_peer(monkeypatch, capsys):
+    """main's table and last JSON line from canned worker results (nothing timed): 128 new
+    tokens in 0.64 s = 5 ms/token, a 4 ms floor (1.25x), HF at 1.28 s = 100 tokens/s."""
+    import json
+
+    ours = {"system": "ours", "seconds": 0.64, "peak_memory_mb": 1.0, "devices": 1,
+            "device_memory_mb": 1.0, "device_memory_kind": "live arrays", "device": "cpu",
+            "floor_ms_per_token": 4.0, "weight_bytes": 2 ** 20, "bandwidth_bytes_per_s": 1e9}
+    peer = {"system": "HF", "seconds": 1.28, "peak_memory_mb": 1.0}
+    monkeypatch.setattr(throughput, "_worker", lambda kind, argv, env: dict(
+        ours if kind == "ours" else peer))
+    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
+        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
+    monkeypatch.setattr(throughput.importlib.util, "find_spec", lambda name: True)
+    assert throughput.main(["--model", "gpt", "--mode", "generate", "--batch", "1",
+                            "--new-tokens", "128"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ms_per_token"] == pytest.approx(5.0)
+    assert result["floor_ms_per_token"] == 4.0
+    assert result["floor_ratio"] == pytest.approx(1.25)
+    assert result["tokens_per_s"] == pytest.approx(200.0)
+    assert result["peer_tokens_per_s"] == pytest.approx(100.0)
+    assert "= 1.25x the floor; HF 10.00 ms/token" in out

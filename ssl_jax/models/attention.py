@@ -69,6 +69,25 @@ def heads_major_attention(query: Array, key: Array, value: Array, mask: Array | 
     return jnp.einsum("bhqk,bhkd->bhqd", weights, value.astype(dtype))
 
 
+def step_attention(query: Array, cached_key: Array, cached_value: Array, key: Array,
+                   value: Array, mask: Array, self_mask: Array, *, dropout_rate: float = 0.0,
+                   dropout_rng: Array | None = None, deterministic: bool = True,
+                   dtype: Dtype = jnp.float32) -> Array:
+    """heads_major_attention over the keys/values [cached_key; key] without concatenating
+    them (which would copy the cache): one softmax over both logit blocks, then the two
+    weighted sums added. mask [.., 1, cache_len] for the cached keys, self_mask [.., 1, 1]
+    for the new one."""
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+    low = jnp.finfo(jnp.float32).min
+    cached = jnp.einsum("bhqd,bhkd->bhqk", query, cached_key, preferred_element_type=jnp.float32)
+    own = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
+    logits = jnp.concatenate([jnp.where(mask, cached, low), jnp.where(self_mask, own, low)], -1)
+    weights = jax.nn.softmax(logits, axis=-1)
+    weights = dropout(weights, dropout_rate, dropout_rng, deterministic).astype(dtype)
+    return (jnp.einsum("bhqk,bhkd->bhqd", weights[..., :-1], cached_value.astype(dtype))
+            + jnp.einsum("bhqk,bhkd->bhqd", weights[..., -1:], value.astype(dtype)))
+
+
 class HeadsDense(nn.Module):
     """nn.DenseGeneral's computation (same initial values, same dot) with logical axis names
     on its multi-axis kernel: the last `num_in` axes of x are contracted with the kernel
@@ -153,12 +172,16 @@ class MultiHeadAttention(nn.Module):
         else:
             # [batch, heads, seq, head_dim]
             query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
-            if self.decode:
-                key, value = self._cached(key, value)
-            out = heads_major_attention(
-                query, key, value, dense_mask(mask), dropout_rate=self.dropout_rate,
-                dropout_rng=dropout_rng, deterministic=deterministic,
-                dtype=self.dtype).transpose(0, 2, 1, 3)
+            options = dict(dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
+                           deterministic=deterministic, dtype=self.dtype)
+            if (self.decode and seq == 1 and mask is not None
+                    and self.has_variable("cache", "cached_key")):  # one decoded token
+                out = self._step(query, key, value, dense_mask(mask), options)
+            else:
+                if self.decode:
+                    key, value = self._cached(key, value)
+                out = heads_major_attention(query, key, value, dense_mask(mask), **options)
+            out = out.transpose(0, 2, 1, 3)
         out = HeadsDense(  # [batch*seq, hidden]
             features=(hidden,),
             num_in=2,
@@ -170,6 +193,32 @@ class MultiHeadAttention(nn.Module):
             name="out",
         )(out.reshape(batch * seq, self.num_heads, head_dim))
         return out.reshape(batch, seq, hidden)
+
+    def _step(self, query: Array, key: Array, value: Array, mask: Array,
+              options: dict) -> Array:
+        """One decoded token: attention over the cache as it was (the slot written now
+        hidden) and this token's own key/value, then the cache write, ordered after the
+        reads, so XLA updates the cache in place inside the decoding loop; attending over
+        the written cache made XLA:CPU copy every layer's keys and values on every token.
+        The same keys, values and mask as attending over the written cache."""
+        cached_key = self.variable("cache", "cached_key")
+        cached_value = self.variable("cache", "cached_value")
+        index = self.variable("cache", "cache_index")
+        slot = index.value
+        here = jax.lax.dynamic_slice_in_dim(mask, slot, 1, axis=-1)  # the new token's slot
+        others = jnp.arange(mask.shape[-1]) != slot  # [cache_len]
+        before = mask & others.reshape((1,) * (mask.ndim - 1) + (-1,))
+        out = step_attention(query, cached_key.value, cached_value.value, key, value, before,
+                             here, **options)
+        # the write after the reads: data-dependent on the attention output (0 * out), else
+        # XLA:CPU copies the whole cache to write it while the reads may still be pending
+        # (an optimization_barrier did not stop it)
+        after = 0 * out.astype(key.dtype)
+        at = (0, 0, slot, 0)
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key + after, at)
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value + after, at)
+        index.value = slot + 1
+        return out
 
     def _cached(self, key: Array, value: Array) -> tuple[Array, Array]:
         """Writes this call's keys/values at the cache index; returns the whole cache."""
