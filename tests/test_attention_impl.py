@@ -102,8 +102,10 @@ def test_models_compute_what_they_did_before_attention_impl(case, pinned, cases_
         want = pinned[f"{case}/{key}"]
         if key == "grad_names":
             assert list(value) == list(want)
-        else:
-            np.testing.assert_allclose(value, want, rtol=1e-6, atol=1e-6, err_msg=key)
+        else:  # gradients: 1e-5, as XLA:CPU's vector width (the CPU it runs on) reorders
+            # their sums (the pins are from another CPU: 1.4e-6 apart on this one)
+            tol = 1e-5 if key.startswith("grad") else 1e-6
+            np.testing.assert_allclose(value, want, rtol=tol, atol=tol, err_msg=key)
 
 
 @pytest.fixture
