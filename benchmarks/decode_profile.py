@@ -1,7 +1,8 @@
 """Where a decoded token's time goes: batch-1 greedy decoding of the throughput benchmark's
 GPT-2-style model, split into parts, each timed as its own jitted while_loop of --new-tokens
 steps, alternated A B C ... A B C ... --rounds times (medians), next to the memory-bandwidth
-floor measured in the same process (benchmarks/throughput.py's `streaming_floor`).
+floor measured in the same process (benchmarks/throughput.py's `streaming_pass`, timed in
+the same rounds).
 
     python benchmarks/decode_profile.py [--layers 6 --hidden 384 --heads 6 --vocab 50257
                                          --prompt-len 32 --new-tokens 128 --rounds 5]
@@ -24,7 +25,8 @@ import throughput  # noqa: E402  (ROOT on sys.path, the model builder, the floor
 
 
 def parts(a):
-    """name -> a no-argument callable that runs one whole loop and blocks."""
+    """(weight bytes, the streaming pass, name -> a no-argument callable that runs one whole
+    loop and blocks)."""
     import jax
     import jax.numpy as jnp
 
@@ -76,7 +78,8 @@ def parts(a):
                                   (jnp.int32(0), prompt[:, -1]))[1]
 
     prompt = jnp.asarray(prompts, jnp.int32)
-    return {
+    stream, weight_bytes = throughput.streaming_pass(a, params)
+    return weight_bytes, stream, {
         "generate": lambda: generate_ids(config, params, prompts, max_new_tokens=n),
         "layers": lambda: layers(params, prompt).block_until_ready(),
         "logits": lambda: logits(params, prompt).block_until_ready(),
@@ -100,13 +103,15 @@ def main(argv=None) -> int:
     if a.hidden % a.heads:
         p.error(f"--heads {a.heads} does not divide --hidden {a.hidden}")
     a.batch, a.seq_len = 1, 2  # the throughput model builder's other fields
-    runs = parts(a)
-    for fn in runs.values():  # compile + warm up
+    weight_bytes, stream, runs = parts(a)
+    for fn in (stream, *runs.values()):  # compile + warm up
         fn()
     times = {name: [] for name in runs}
     floors = []
     for _ in range(a.rounds):
-        floors.append(throughput.streaming_floor(a, repeats=3)["floor_ms_per_token"])
+        t = time.perf_counter()
+        stream()
+        floors.append(throughput.floor_ms_per_token(a, weight_bytes, time.perf_counter() - t))
         for name, fn in runs.items():
             t = time.perf_counter()
             fn()
