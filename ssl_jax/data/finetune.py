@@ -36,13 +36,20 @@ from ssl_jax.data import conll, corpora, glue, squad, swag
 Feature = dict[str, np.ndarray]
 
 
+def truncate_pair(a: np.ndarray, b: np.ndarray | None, budget: int
+                  ) -> tuple[list, list | None]:
+    """a and b (None: a alone) as lists cut to `budget` tokens in all, one token at a time
+    from the end of the longer (a on ties): BERT's and GPT-1's truncation."""
+    a, b = list(a), (list(b) if b is not None else None)
+    while len(a) + len(b or []) > budget:
+        (a if b is None or len(a) >= len(b) else b).pop()
+    return a, b
+
+
 def encode_pair(wordpiece, a: np.ndarray, b: np.ndarray | None, max_seq_len: int) -> Feature:
     """[CLS] a [SEP] (b [SEP]) padded to max_seq_len, segment ids 0 for a and 1 for b;
     the longer of a and b is cut first (BERT's recipe)."""
-    a, b = list(a), (list(b) if b is not None else None)
-    budget = max_seq_len - (3 if b is not None else 2)
-    while len(a) + len(b or []) > budget:
-        (a if b is None or len(a) >= len(b) else b).pop()
+    a, b = truncate_pair(a, b, max_seq_len - (3 if b is not None else 2))
     ids = [wordpiece.cls_id] + a + [wordpiece.sep_id]
     segments = [0] * len(ids)
     if b is not None:
@@ -92,10 +99,7 @@ class GptRecipe:
         return self.bpe
 
     def encode(self, a: np.ndarray, b: np.ndarray | None, max_seq_len: int) -> Feature:
-        a, b = list(a), (list(b) if b is not None else None)
-        budget = max_seq_len - (3 if b is not None else 2)
-        while len(a) + len(b or []) > budget:
-            (a if b is None or len(a) >= len(b) else b).pop()
+        a, b = truncate_pair(a, b, max_seq_len - (3 if b is not None else 2))
         ids = [self.start_id] + a + ([self.delim_id] + b if b is not None else [])
         ids.append(self.extract_id)
         pad = max_seq_len - len(ids)
