@@ -37,6 +37,14 @@ def mean_pool(sequence: Array, input_mask: Array) -> Array:
     return jnp.sum(sequence * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
 
 
+def classifier(config, outputs: int) -> nn.Dense:
+    """A head's linear layer: truncated-normal init at the model's initializer_range,
+    logits in float32 (parameters in the model's param_dtype)."""
+    return nn.Dense(outputs, **dense_init(nn.initializers.truncated_normal(
+        config.initializer_range), "embed", "classes"), dtype=jnp.float32,
+        param_dtype=config.param_dtype)
+
+
 class BertWithHead(nn.Module):
     """BertEncoder ("encoder") + dropout + a linear "classifier"; outputs float32 logits."""
 
@@ -54,10 +62,7 @@ class BertWithHead(nn.Module):
             raise ValueError(f"pooling={self.pooling!r}; expected one of {POOLINGS}")
         c = self.config
         self.encoder = BertEncoder(c, deterministic=self.deterministic)
-        self.classifier = nn.Dense(
-            1 if self.head == "choice" else self.num_outputs,
-            **dense_init(nn.initializers.truncated_normal(c.initializer_range), "embed", "classes"),
-            dtype=jnp.float32, param_dtype=c.param_dtype)  # logits in float32
+        self.classifier = classifier(c, 1 if self.head == "choice" else self.num_outputs)
         self.dropout = Dropout(self.classifier_dropout)
 
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array) -> Array:
@@ -108,10 +113,7 @@ class GptWithHead(nn.Module):
             raise ValueError(f"head={self.head!r}; expected one of {GPT_HEADS}")
         c = self.config
         self.decoder = GptLM(c, deterministic=self.deterministic)
-        self.classifier = nn.Dense(
-            1 if self.head == "choice" else self.num_outputs,
-            **dense_init(nn.initializers.truncated_normal(c.initializer_range), "embed", "classes"),
-            dtype=jnp.float32, param_dtype=c.param_dtype)
+        self.classifier = classifier(c, 1 if self.head == "choice" else self.num_outputs)
         self.dropout = Dropout(self.classifier_dropout)
 
     def __call__(self, input_ids: Array, input_mask: Array) -> tuple[Array, Array]:
