@@ -20,6 +20,15 @@ from tests.conftest import finetuned, run_main
 from tests.test_finetune import FIXTURES
 
 
+def _predicted(capsys, workdir, output, split: str | None = None):
+    """predict.main on `workdir` into `output` (its default split, or `split`), which must
+    succeed."""
+    done = run_main(capsys, predict.main, "--model", workdir, "--output", output,
+                    *(["--split", split] if split else []))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def read_submission(path: str) -> list[list[str]]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -34,17 +43,14 @@ def same_metrics(metrics: dict, eval_metrics: dict):
 
 def test_glue_test_and_dev_files(mrpc_run, tmp_path, capsys):
     workdir, eval_metrics = mrpc_run
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "test")
-    assert done.returncode == 0, done.stderr
+    _predicted(capsys, workdir, tmp_path / "test")
     assert sorted(os.listdir(tmp_path / "test")) == ["MRPC.tsv"]
     test = glue.load_glue("mrpc", "test", os.path.join(FIXTURES, "glue", "MRPC"))
     rows = read_submission(tmp_path / "test" / "MRPC.tsv")
     assert [int(i) for i, _ in rows] == [e["idx"] for e in test]
     assert {p for _, p in rows} <= {"0", "1"}
 
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "dev",
-                    "--split", "validation")
-    assert done.returncode == 0, done.stderr
+    _predicted(capsys, workdir, tmp_path / "dev", "validation")
     dev = glue.load_glue("mrpc", "validation", os.path.join(FIXTURES, "glue", "MRPC"))
     rows = read_submission(tmp_path / "dev" / "MRPC.tsv")
     assert len(rows) == len(dev)
@@ -76,9 +82,7 @@ def test_a_finetuned_run_exports_and_loads_as_an_init(mrpc_run, tmp_path, capsys
 @pytest.mark.slow
 def test_conll_file_rereads_into_seqeval(ner_run, tmp_path, capsys):
     workdir, eval_metrics = ner_run
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "dev",
-                    "--split", "validation")
-    assert done.returncode == 0, done.stderr
+    _predicted(capsys, workdir, tmp_path / "dev", "validation")
     sentences, current = [], []
     with open(tmp_path / "dev" / "predictions.txt") as f:
         text = f.read()
@@ -96,8 +100,7 @@ def test_conll_file_rereads_into_seqeval(ner_run, tmp_path, capsys):
                                       [[p for _, _, p in s] for s in sentences])
     same_metrics(got, eval_metrics)
     # the test split (testb) has gold tags and its -DOCSTART- line
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "test")
-    assert done.returncode == 0, done.stderr
+    _predicted(capsys, workdir, tmp_path / "test")
     with open(tmp_path / "test" / "predictions.txt") as f:
         assert f.read().startswith("-DOCSTART- O O\n\nSOCCER O ")
     assert "f1" in json.loads((tmp_path / "test" / "metrics.json").read_text())
@@ -106,9 +109,7 @@ def test_conll_file_rereads_into_seqeval(ner_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_squad_predictions_reread_into_the_official_scores(squad2_run, tmp_path, capsys):
     workdir, eval_metrics = squad2_run
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "dev",
-                    "--split", "validation")
-    assert done.returncode == 0, done.stderr
+    done = _predicted(capsys, workdir, tmp_path / "dev", "validation")
     assert sorted(os.listdir(tmp_path / "dev")) == ["metrics.json", "null_odds.json",
                                                     "predictions.json"]
     predictions = json.loads((tmp_path / "dev" / "predictions.json").read_text())
@@ -170,14 +171,11 @@ def test_mnli_and_stsb_files(tmp_path_factory, tmp_path, capsys):
     assert glue_file_name("mnli", "test_matched") == "MNLI-m.tsv"
     assert glue_file_name("mnli", "validation_mismatched") == "MNLI-mm.tsv"
     workdir, eval_metrics = finetuned(tmp_path_factory, "stsb")
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "s")
-    assert done.returncode == 0, done.stderr
+    _predicted(capsys, workdir, tmp_path / "s")
     rows = read_submission(tmp_path / "s" / "STS-B.tsv")
     assert all(0.0 <= float(p) <= 5.0 for _, p in rows)
     workdir, eval_metrics = finetuned(tmp_path_factory, "mnli")
-    done = run_main(capsys, predict.main, "--model", workdir, "--output", tmp_path / "m",
-                    "--split", "validation")
-    assert done.returncode == 0, done.stderr
+    _predicted(capsys, workdir, tmp_path / "m", "validation")
     assert sorted(os.listdir(tmp_path / "m")) == ["MNLI-m.tsv", "MNLI-mm.tsv", "metrics.json"]
     names = glue.GLUE_TASKS["mnli"].label_names
     for file, split, prefix in (("MNLI-m.tsv", "validation_matched", ""),
@@ -200,9 +198,7 @@ def test_a_run_from_a_pretrained_init(pretrained_tiny, tmp_path, capsys):
 
     config = passage_config(pretrained_tiny[0], 4, **{"finetune.num_documents": 4})
     summary = train_and_evaluate(config, str(tmp_path / "run"), FinetuneTask, progress=False)
-    done = run_main(capsys, predict.main, "--model", tmp_path / "run", "--output",
-                    tmp_path / "out", "--split", "validation")
-    assert done.returncode == 0, done.stderr
+    done = _predicted(capsys, tmp_path / "run", tmp_path / "out", "validation")
     rows = read_submission(tmp_path / "out" / "predictions.tsv")
     task = FinetuneTask(config, str(tmp_path / "again"))
     labels = [e["label"] for e in task.source.evals["validation"]]
