@@ -47,7 +47,10 @@ def test_held_out_loss_beats_the_unigram_baseline(gpt_run):
 
 def test_unigram_baseline_by_hand(gpt_run):
     _, task, _ = gpt_run
-    counts = np.bincount(task.train.tokens[task.train.valid], minlength=task.tokenizer.vocab_size)
+    # every stream token once: the windows' first tokens and each window's valid targets
+    stream = np.concatenate([task.train.tokens[:1, 0]] + [
+        task.train.tokens[i, 1:][task.train.valid[i, 1:]] for i in range(len(task.train))])
+    counts = np.bincount(stream, minlength=task.tokenizer.vocab_size)
     p = (counts + 1.0) / (counts + 1.0).sum()
     targets = task.held_out.tokens[:, 1:][task.held_out.valid[:, 1:]]
     assert task.unigram_loss() == pytest.approx(float(-np.log(p[targets]).mean()), rel=1e-9)

@@ -102,11 +102,38 @@ def test_process_shards_are_disjoint_and_cover(tiny_task):
     assert sorted(map(tuple, global_ids)) == sorted(map(tuple, local_ids))
 
 
+def test_instances_are_keyed_by_document_not_by_what_comes_before(tiny_task):
+    """A document's instances (and their static masks) are the same whether it is built
+    alone or after every other document: what lets shards be prepared independently."""
+    docs = tiny_task._tokenize(_documents(tiny_task))
+    everything = pretraining.create_instances(docs, tiny_task.wordpiece, 64, 0.1, True,
+                                              seed=3, copies=2)
+    alone = pretraining.keyed_instances(docs, 7, tiny_task.wordpiece, 64, 0.1, True, seed=3,
+                                        copies=2)
+    mine = [i for i in everything if i.key[1] == 7]
+    assert len(alone) == len(mine) > 0
+    for a, b in zip(alone, mine):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        assert a.key == b.key and a.next_sentence_label == b.next_sentence_label
+        ea, eb = (pretraining.masked_example(x, tiny_task.spec, tiny_task.wordpiece, 64, 9)
+                  for x in (a, b))
+        np.testing.assert_array_equal(ea["input_ids"], eb["input_ids"])
+    order = [(i.key[1], i.key[0]) for i in everything]  # document by document, copies together
+    assert order == sorted(order)
+
+
+def _documents(task):
+    from ssl_jax.data.corpora import Documents
+
+    source = Documents(task.config.data, "train")
+    return [source[i] for i in range(len(source))]
+
+
 def test_random_next_rate_is_a_config_field(tiny_task):
     from ssl_jax.data.corpora import load_documents
 
     docs = tiny_task._tokenize(load_documents(tiny_task.config.data, "train"))
     instances = pretraining.create_instances(docs, tiny_task.wordpiece, 64, 0.1, True,
-                                             np.random.default_rng(5), random_next_prob=0.2)
+                                             seed=5, random_next_prob=0.2)
     labels = np.array([i.next_sentence_label for i in instances])
     assert abs(labels.mean() - 0.2) < 0.04, labels.mean()

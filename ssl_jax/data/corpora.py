@@ -223,39 +223,61 @@ def corpus_id(data_config) -> str:
     return f"tfds/{data_config.corpus}/{data_config.text_key}"
 
 
-def load_documents(data_config, split: str) -> list[list[str]]:
-    """Documents of one split, each a list of sentences."""
+class Documents:
+    """One split of a corpus as a random-access sequence: [i] -> document i's sentences (a
+    list of str, empty for a record with no text). Reads one record at a time, so a worker
+    can hold a whole corpus's split open and read any document of it (a random-next NSP
+    segment). Picklable: a worker re-opens it from the data config."""
+
+    def __init__(self, data_config, split: str):
+        self.data_config, self.split = data_config, split
+        self.corpus = data_config.corpus
+        self.key = "text" if self.corpus in ("embedded", "files") else data_config.text_key
+        self._source = _open_source(data_config, split)
+
+    def __getstate__(self):
+        return {"data_config": self.data_config, "split": self.split}
+
+    def __setstate__(self, state):
+        self.__init__(state["data_config"], state["split"])
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i: int) -> list[str]:
+        record = self._source[i]
+        if self.key not in record:
+            raise ValueError(f"TFDS dataset {self.corpus!r} has no feature {self.key!r}; it "
+                             f"has {sorted(record)} (set config.data.text_key)")
+        text = record_text(record[self.key])
+        if self.corpus in ("embedded", "files"):
+            return text.split("\n") if text else []
+        return split_sentences(text)
+
+
+def _open_source(data_config, split: str):
     corpus = data_config.corpus
     data_dir = data_config.get("data_dir") or default_data_dir()
     if corpus == "embedded":
         source = _prepared(PydocTopics(data_dir=data_dir, file_format="array_record"))
-        source = source.as_data_source(split=split)
-    elif corpus == "files":
+        return source.as_data_source(split=split)
+    if corpus == "files":
         if not data_config.get("files"):
             raise ValueError("config.data.corpus='files' needs config.data.files (a glob)")
         name = _fingerprint(data_config.files, data_config.text_key)
         builder = TextFiles(config=TextFilesConfig(name=name, pattern=data_config.files,
                                                    text_key=data_config.text_key),
                             data_dir=data_dir, file_format="array_record")
-        source = _prepared(builder).as_data_source(split=split)
-    else:
-        source = prepared_source(corpus, split, data_dir,
-                                 f"config.data.corpus={corpus!r} (not 'embedded', not 'files')",
-                                 " or set config.data.data_dir")
-    key = "text" if corpus in ("embedded", "files") else data_config.text_key
-    documents = []
-    for i in range(len(source)):
-        record = source[i]
-        if key not in record:
-            raise ValueError(f"TFDS dataset {corpus!r} has no feature {key!r}; it has "
-                             f"{sorted(record)} (set config.data.text_key)")
-        text = record[key]
-        text = record_text(text)
-        sentences = (text.split("\n") if corpus in ("embedded", "files")
-                     else split_sentences(text))
-        if sentences:
-            documents.append(sentences)
-    return documents
+        return _prepared(builder).as_data_source(split=split)
+    return prepared_source(corpus, split, data_dir,
+                           f"config.data.corpus={corpus!r} (not 'embedded', not 'files')",
+                           " or set config.data.data_dir")
+
+
+def load_documents(data_config, split: str) -> list[list[str]]:
+    """Documents of one split that have text, each a list of sentences."""
+    source = Documents(data_config, split)
+    return [d for d in (source[i] for i in range(len(source))) if d]
 
 
 def record_text(value) -> str:

@@ -6,9 +6,15 @@ boundary into A and B; with probability `random_next_prob` (1/2) B is replaced b
 from a random other document (label 1 = "not next", as in the original code; 0 = "is next").
 Masking is static (each of `dupe_factor` copies masked once) or dynamic (re-masked every
 time an instance is drawn, i.e. every epoch, from a seed keyed by the global position).
+
+Every random draw is keyed: a document's instances by (seed, copy, document), an instance's
+static masking by (seed, copy, document, k). So the in-memory path here and a sharded
+preparation (ssl_jax/data/prepare.py, any shard size or worker count) build the same
+examples in the same order: document by document, the copies of a document together.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -24,6 +30,7 @@ class Instance:
     tokens: np.ndarray  # [len] int32: [CLS] A [SEP] B [SEP] (or [CLS] A [SEP] without NSP)
     segment_ids: np.ndarray  # [len] int32
     next_sentence_label: int  # 0 = B follows A, 1 = B is random
+    key: tuple[int, ...] = ()  # (copy, document, k): seeds its static masking
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator):
@@ -35,37 +42,69 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.G
             longer.pop()
 
 
-def create_instances(documents: list[list[np.ndarray]], wordpiece, max_seq_len: int,
-                     short_seq_prob: float, nsp: bool, rng: np.random.Generator,
-                     random_next_prob: float = 0.5) -> list[Instance]:
-    """documents: each a list of tokenised sentences. One pass over every document."""
+def document_instances(documents, doc_index: int, wordpiece, max_seq_len: int,
+                       short_seq_prob: float, nsp: bool, rng: np.random.Generator,
+                       random_next_prob: float = 0.5) -> list[Instance]:
+    """The instances of one document. `documents`: len() and [i] -> that document's
+    tokenised sentences (a list, or a lazy view of a whole corpus: a random-next B segment
+    may come from any document)."""
     cls, sep = wordpiece.cls_id, wordpiece.sep_id
     max_tokens = max_seq_len - (3 if nsp else 2)
+    document = documents[doc_index]
     instances = []
-    for doc_index, document in enumerate(documents):
-        target = max_tokens
-        if rng.random() < short_seq_prob:
-            target = int(rng.integers(2, max_tokens + 1))
-        chunk: list[np.ndarray] = []
-        length = 0
-        i = 0
-        while i < len(document):
-            chunk.append(document[i])
-            length += len(document[i])
-            if i == len(document) - 1 or length >= target:
-                if chunk:
-                    instance, unused = _make_instance(chunk, documents, doc_index, target,
-                                                      max_tokens, nsp, cls, sep, rng,
-                                                      random_next_prob)
-                    i -= unused
-                    if instance is not None:
-                        instances.append(instance)
-                chunk, length = [], 0
-                target = max_tokens
-                if rng.random() < short_seq_prob:
-                    target = int(rng.integers(2, max_tokens + 1))
-            i += 1
+    target = max_tokens
+    if rng.random() < short_seq_prob:
+        target = int(rng.integers(2, max_tokens + 1))
+    chunk: list[np.ndarray] = []
+    length = 0
+    i = 0
+    while i < len(document):
+        chunk.append(document[i])
+        length += len(document[i])
+        if i == len(document) - 1 or length >= target:
+            if chunk:
+                instance, unused = _make_instance(chunk, documents, doc_index, target,
+                                                  max_tokens, nsp, cls, sep, rng,
+                                                  random_next_prob)
+                i -= unused
+                if instance is not None:
+                    instances.append(instance)
+            chunk, length = [], 0
+            target = max_tokens
+            if rng.random() < short_seq_prob:
+                target = int(rng.integers(2, max_tokens + 1))
+        i += 1
     return instances
+
+
+def keyed_instances(documents, doc_index: int, wordpiece, max_seq_len: int,
+                    short_seq_prob: float, nsp: bool, *, seed: int, copies: int = 1,
+                    random_next_prob: float = 0.5) -> list[Instance]:
+    """`copies` passes over one document (BERT's dupe_factor), each drawn from its own
+    generator keyed by (seed, copy, document): a document's instances do not depend on which
+    other documents are processed with it, so a sharded preparation (any number of shards
+    and workers) builds exactly the instances of one pass over the corpus."""
+    out = []
+    for copy in range(copies):
+        rng = np.random.default_rng((seed, copy, doc_index))
+        made = document_instances(documents, doc_index, wordpiece, max_seq_len,
+                                  short_seq_prob, nsp, rng, random_next_prob)
+        out += [dataclasses.replace(inst, key=(copy, doc_index, k))
+                for k, inst in enumerate(made)]
+    return out
+
+
+def create_instances(documents, wordpiece, max_seq_len: int, short_seq_prob: float,
+                     nsp: bool, *, seed: int, copies: int = 1,
+                     random_next_prob: float = 0.5) -> list[Instance]:
+    """Every document's keyed instances, document by document (copies of one document
+    together): the order a prepared directory's shards hold them in."""
+    out = []
+    for doc_index in range(len(documents)):
+        out += keyed_instances(documents, doc_index, wordpiece, max_seq_len, short_seq_prob,
+                               nsp, seed=seed, copies=copies,
+                               random_next_prob=random_next_prob)
+    return out
 
 
 def _make_instance(chunk, documents, doc_index, target, max_tokens, nsp, cls, sep, rng,
@@ -93,11 +132,11 @@ def _make_instance(chunk, documents, doc_index, target, max_tokens, nsp, cls, se
         label = 1
         b_target = max(1, target - len(a))
         other = doc_index
-        for _ in range(10):  # a document other than this one
+        for _ in range(10):  # a document other than this one, with some text
             other = int(rng.integers(len(documents)))
-            if other != doc_index:
+            if other != doc_index and len(documents[other]):
                 break
-        if other == doc_index:
+        if other == doc_index or not len(documents[other]):
             return None, 0
         start = int(rng.integers(len(documents[other])))
         b: list[int] = []
@@ -117,6 +156,40 @@ def _make_instance(chunk, documents, doc_index, target, max_tokens, nsp, cls, se
     return Instance(np.asarray(tokens, np.int32), np.asarray(segment_ids, np.int32), label), unused
 
 
+class TokenizedDocuments:
+    """A corpus split's documents (`corpora.Documents`, or any sequence of sentence lists)
+    tokenised on demand and kept in a bounded cache: [i] -> document i's non-empty
+    tokenised sentences. `prefetch` tokenises a range in one batch (a shard's own
+    documents); other reads are the random-next segments, one document each."""
+
+    def __init__(self, documents, wordpiece, cache_size: int = 4096):
+        self.documents, self.wordpiece, self.cache_size = documents, wordpiece, cache_size
+        self._cache: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def prefetch(self, indices) -> None:
+        todo = [i for i in indices if i not in self._cache]
+        texts = [self.documents[i] for i in todo]
+        flat = self.wordpiece.encode_batch([s for d in texts for s in d]) if texts else []
+        start = 0
+        for i, d in zip(todo, texts):
+            self._keep(i, [t for t in flat[start:start + len(d)] if len(t)])
+            start += len(d)
+
+    def __getitem__(self, i: int) -> list[np.ndarray]:
+        if i not in self._cache:
+            self.prefetch([i])
+        self._cache.move_to_end(i)
+        return self._cache[i]
+
+    def _keep(self, i: int, sentences: list[np.ndarray]) -> None:
+        self._cache[i] = sentences
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
 def masking_spec(data_config, max_seq_len: int) -> MaskingSpec:
     max_predictions = data_config.get("max_predictions_per_seq") or math.ceil(
         data_config.mask_rate * max_seq_len)
@@ -130,11 +203,26 @@ def masking_spec(data_config, max_seq_len: int) -> MaskingSpec:
 def to_example(instance: Instance, spec: MaskingSpec, wordpiece, max_seq_len: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Masks one instance and pads it to max_seq_len: the model's input dict."""
-    input_ids, positions, targets, weights = mask_tokens(instance.tokens, spec, wordpiece, rng)
+    return pad_example(instance, *mask_tokens(instance.tokens, spec, wordpiece, rng),
+                       wordpiece.pad_id, max_seq_len)
+
+
+def masked_example(instance: Instance, spec: MaskingSpec, wordpiece, max_seq_len: int,
+                   seed: int) -> dict[str, np.ndarray]:
+    """Static masking: the instance masked once by a generator keyed by (seed, its key), so
+    it is masked the same wherever (in whichever shard or process) it is built."""
+    return to_example(instance, spec, wordpiece, max_seq_len,
+                      np.random.default_rng((seed, *instance.key)))
+
+
+def pad_example(instance: Instance, input_ids, positions, targets, weights, pad_id: int,
+                max_seq_len: int) -> dict[str, np.ndarray]:
+    """A masked instance (input_ids [len]; positions, targets, weights [P]) padded to
+    max_seq_len: the model's input dict."""
     n = len(input_ids)
     pad = lambda x: np.pad(x, (0, max_seq_len - n)).astype(np.int32)
     return {
-        "input_ids": pad(input_ids) + (np.arange(max_seq_len) >= n) * wordpiece.pad_id,
+        "input_ids": pad(input_ids) + (np.arange(max_seq_len) >= n) * pad_id,
         "segment_ids": pad(instance.segment_ids),
         "input_mask": pad(np.ones(n, np.int32)),
         "masked_positions": positions,
@@ -144,24 +232,32 @@ def to_example(instance: Instance, spec: MaskingSpec, wordpiece, max_seq_len: in
     }
 
 
-def train_dataset(instances: list[Instance], spec: MaskingSpec, wordpiece, max_seq_len: int,
+def train_dataset(items, spec: MaskingSpec, wordpiece, max_seq_len: int,
                   *, dynamic: bool, seed: int, batch_size: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
+                  process_count: int = 1, decode=None) -> grain.MapDataset:
     """Infinite, reshuffled every epoch, batched per process. Random access, so a grain
-    iterator over it is checkpointable."""
+    iterator over it is checkpointable. `items`: Instances (in memory), or a random-access
+    source of records that `decode` turns into Instances (dynamic) or examples (static)."""
     common = dict(seed=seed, batch_size=batch_size, process_index=process_index,
                   process_count=process_count)
     if dynamic:
+        decode = decode or (lambda item: item)
         return training_batches(
-            instances, random_map=lambda inst, rng: to_example(inst, spec, wordpiece,
-                                                               max_seq_len, rng), **common)
-    rng = np.random.default_rng(seed + 1)
-    return training_batches([to_example(inst, spec, wordpiece, max_seq_len, rng)
-                             for inst in instances], **common)
+            items, random_map=lambda item, rng: to_example(decode(item), spec, wordpiece,
+                                                           max_seq_len, rng), **common)
+    if decode is not None:  # prepared records: examples masked at preparation
+        return training_batches(items, map_fn=decode, **common)
+    return training_batches(static_examples(items, spec, wordpiece, max_seq_len, seed),
+                            **common)
+
+
+def static_examples(instances: list[Instance], spec: MaskingSpec, wordpiece,
+                    max_seq_len: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """The training examples of static masking (dupe_factor copies, each masked once)."""
+    return [masked_example(inst, spec, wordpiece, max_seq_len, seed + 1) for inst in instances]
 
 
 def eval_examples(instances: list[Instance], spec: MaskingSpec, wordpiece, max_seq_len: int,
                   seed: int) -> list[dict[str, np.ndarray]]:
-    """The held-out examples, masked once with a fixed seed so every eval sees the same."""
-    rng = np.random.default_rng(seed)
-    return [to_example(inst, spec, wordpiece, max_seq_len, rng) for inst in instances]
+    """The held-out examples, masked once with keyed seeds so every eval sees the same."""
+    return [masked_example(inst, spec, wordpiece, max_seq_len, seed) for inst in instances]

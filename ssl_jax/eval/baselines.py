@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def unigram_log_probs(token_arrays, vocab_size: int, is_special: np.ndarray,
+def unigram_log_probs(counts: np.ndarray, is_special: np.ndarray,
                       smoothing: float = 1.0) -> np.ndarray:
-    """log p(token) from training-token frequencies (add-`smoothing`), specials excluded."""
-    counts = np.zeros(vocab_size, np.float64)
-    for tokens in token_arrays:
-        counts += np.bincount(tokens, minlength=vocab_size)[:vocab_size]
+    """log p(token) from training-token frequencies `counts` [vocab] (add-`smoothing`),
+    specials excluded."""
+    counts = np.asarray(counts, np.float64).copy()
     counts[is_special] = 0.0
     counts[~is_special] += smoothing
     with np.errstate(divide="ignore"):
@@ -17,11 +16,10 @@ def unigram_log_probs(token_arrays, vocab_size: int, is_special: np.ndarray,
 
 
 def unigram_mlm_loss(task) -> float:
-    """Cross-entropy of the held-out masked targets under the training unigram distribution:
-    the best an MLM that ignores context can do."""
+    """Cross-entropy of the held-out masked targets under the unigram distribution of the
+    training text (`task.train_counts`): the best an MLM that ignores context can do."""
     wp = task.wordpiece
-    log_p = unigram_log_probs((i.tokens for i in task.train_instances), wp.vocab_size,
-                              wp.is_special)
+    log_p = unigram_log_probs(task.train_counts, wp.is_special)
     nll = weight = 0.0
     for e in task.eval_examples():
         used = e["masked_weights"] > 0
