@@ -53,7 +53,11 @@ def text_data(corpus: str = "embedded") -> ml_collections.ConfigDict:
         text_key="text",  # jsonl field / TFDS feature holding the text
         data_dir=ml_collections.FieldReference(None, field_type=str),  # TFDS data_dir
         vocab_path=ml_collections.FieldReference(None, field_type=str),  # an existing vocab.txt
-        vocab_size=30000, lowercase=True))
+        vocab_size=30000, lowercase=True,
+        # train on what `python -m ssl_jax.data.prepare` wrote (the corpus is not read again)
+        prepared=ml_collections.FieldReference(None, field_type=str),
+        # several prepared dirs: "DIR:0.8,DIR:0.2" or [(dir, weight), ...]
+        mixture=ml_collections.FieldReference(None, field_type=object)))
 
 
 def derived_int() -> ml_collections.FieldReference:

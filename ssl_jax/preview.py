@@ -2,7 +2,11 @@
 
     python -m ssl_jax.preview --config experiments/quickstart.py --num 3
 
-The statistics cover one pass over every training sequence; the last line is one JSON
+    python -m ssl_jax.preview --config experiments/bert/pretrain.py:mini --config.data.prepared=DIR
+
+The statistics cover one pass over every training sequence (as training gets them: the
+static masked copies, or each sequence masked once under dynamic masking), read from the
+corpus or from a prepared directory (`--config.data.prepared`); the last line is one JSON
 object: num_sequences, selected_fraction (of non-special tokens), mask/random/kept_fraction
 (of the selected tokens), is_next_fraction, mean_tokens_per_sequence.
 """
@@ -13,7 +17,6 @@ import json
 import sys
 import tempfile
 
-import numpy as np
 
 
 def example_stats(examples, wordpiece) -> dict:
@@ -44,7 +47,6 @@ def example_stats(examples, wordpiece) -> dict:
 
 def main(argv=None) -> int:
     from ssl_jax import config as config_lib
-    from ssl_jax.data import pretraining
     from ssl_jax.tasks import get_task
 
     try:
@@ -76,9 +78,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     wp = task.wordpiece
-    rng = np.random.default_rng(config.seed)
-    examples = [pretraining.to_example(inst, task.spec, wp, config.max_seq_len, rng)
-                for inst in task.train_instances]
+    examples = list(task.epoch_examples())
     for i, e in enumerate(examples[:args.num]):
         n = int(e["input_mask"].sum())
         w = e["masked_weights"] > 0

@@ -15,6 +15,16 @@ from ssl_jax.models.partitioning import unbox
 Stats = dict[str, tuple[jax.Array, jax.Array]]  # name -> (sum over examples, count)
 
 
+def mixture_stats(batch: dict, names: list[str]) -> Stats:
+    """With data.mixture: the fraction of the (weighted) examples each source gave."""
+    if not names or "data_source" not in batch:
+        return {}
+    weight = batch["example_weight"]
+    total = weight.sum()
+    return {f"mix_fraction_{name}": ((weight * (batch["data_source"] == k)).sum(), total)
+            for k, name in enumerate(names)}
+
+
 class Task:
     """What a task computes: its model, the model's inputs in a batch, its loss and metrics as
     (sum, count) stats, a dummy batch. Built by `Cls(config, **facts)` from the config and the
