@@ -60,6 +60,17 @@ def text_data(corpus: str = "embedded") -> ml_collections.ConfigDict:
         mixture=ml_collections.FieldReference(None, field_type=object)))
 
 
+def corpus_data(corpus: str | None, files: str | None) -> ml_collections.ConfigDict:
+    """text_data for the config args corpus= and files=: files=GLOB selects corpus="files"
+    (corpus= naming another corpus beside it is an error); neither: the embedded corpus."""
+    if files is not None and corpus not in (None, "files"):
+        raise ValueError(f"config args corpus={corpus!r} and files={files!r} conflict: files= "
+                         f"trains on those files (corpus=files); drop one of them")
+    data = text_data(corpus or ("files" if files is not None else "embedded"))
+    data.files = files
+    return data
+
+
 def derived_int() -> ml_collections.FieldReference:
     """A field the config's derived_fields() sets after the overrides (unless overridden)."""
     return ml_collections.FieldReference(None, field_type=int)
@@ -149,11 +160,15 @@ def convnet_model(channels=(32, 64, 128), kernels=(5, 3, 3),
         pool_after=list(pool_after), dtype="float32", param_dtype="float32"))
 
 
-def image_model(encoder: str, variant: str) -> ml_collections.ConfigDict:
-    """encoder "vit" (variant: a ViT size) or "convnet"."""
+def image_model(encoder: str, variant: str | None) -> ml_collections.ConfigDict:
+    """encoder "vit" (variant: a ViT size, default vit-tiny) or "convnet" (no variant: it has
+    one size, so a ViT size beside it is an error)."""
     if encoder == "vit":
-        return vit_model(variant)
+        return vit_model(variant or "vit-tiny")
     if encoder == "convnet":
+        if variant is not None:
+            raise ValueError(f"config arg variant={variant!r} is a ViT size: it needs "
+                             f"encoder=vit (encoder='convnet' has one size)")
         return convnet_model()
     raise ValueError(f"unknown encoder {encoder!r}; expected 'vit' or 'convnet'")
 

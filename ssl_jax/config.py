@@ -5,7 +5,9 @@ A config module declares its args with `Args` (name -> typed default) and parses
 once in `get_config(arg)`. `build_config` then applies the overrides (`--config.a.b=v`, or a
 sweep point's, with the same parser) and last the module's `derived_fields(config,
 explicit)` (e.g. the log/eval/checkpoint intervals from num_train_steps), so derived values
-follow the overrides and an explicit override of a derived field wins.
+follow the overrides and an explicit override of a derived field wins. Last, a field the
+overrides or the arg set that the run would ignore (data.files without data.corpus='files',
+...) is refused, naming the field that decides (ssl_jax/ignored.py).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from types import ModuleType
 from typing import Any, Callable, Iterable
 
 import ml_collections
+
+from ssl_jax.ignored import refuse_ignored
 
 _NONE = ("None", "none", "null")
 
@@ -157,10 +161,12 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 def build_config(module: ModuleType, arg: str | None,
                  overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """get_config(arg), then the overrides, then the module's derived fields (those not
-    overridden): the config a run uses and records."""
+    overridden): the config a run uses and records. A field the overrides or the config arg
+    set that the run would ignore is refused (ssl_jax.ignored), naming the deciding field."""
     overrides = list(overrides)
     config = module.get_config(arg) if arg is not None else module.get_config()
     config = ml_collections.ConfigDict(config)
+    by_arg = arg_fields(module, arg, config)
     config.lock()
     apply_overrides(config, overrides)
     derive = getattr(module, "derived_fields", None)
@@ -170,7 +176,41 @@ def build_config(module: ModuleType, arg: str | None,
             if key not in explicit:
                 node, leaf = _field(config, key)
                 node[leaf] = value
+    set_by = {key: f"config arg {part} (sets {key})" for key, part in by_arg.items()}
+    set_by.update((key, f"--config.{key}={raw}") for key, raw in overrides)
+    refuse_ignored(config, set_by)
     return config
+
+
+def arg_fields(module: ModuleType, arg: str | None, config) -> dict[str, str]:
+    """field -> the part of the config arg that set it ('tiny,window=64' -> {
+    'model.attention_window': 'window=64', ...}): the fields of `config` (get_config(arg))
+    whose value differs when that part is left out. A part the config cannot do without
+    (glue's task=) and fields only one of the two configs has are not counted."""
+    parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    values = _leaves(config)
+    found: dict[str, str] = {}
+    for i, part in enumerate(parts):
+        try:
+            without = _leaves(ml_collections.ConfigDict(
+                module.get_config(",".join(parts[:i] + parts[i + 1:]))))
+        except (ValueError, TypeError, KeyError):
+            continue
+        for key, value in values.items():
+            if key in without and without[key] != value:
+                found.setdefault(key, part)
+    return found
+
+
+def _leaves(config, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": value} for every non-group field."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            out.update(_leaves(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def load_config(spec: str, overrides: Iterable[tuple[str, str]] = ()

@@ -27,6 +27,7 @@ import ml_collections
 
 from ssl_jax import config as config_lib
 from ssl_jax.files import pyplot, save_figure, write_atomic
+from ssl_jax.ignored import IgnoredField
 from ssl_jax.train.metrics import read_metrics
 from ssl_jax.train.workdir import is_primary
 
@@ -102,7 +103,11 @@ def plan_sweep(module: ModuleType, arg: str | None, overrides=(),
     for name, point in points.items():
         point_arg = config_lib.join_arg(arg, {k[1:]: v for k, v in point.items() if k[:1] == ":"})
         own = [(k, config_lib.format_value(v)) for k, v in point.items() if k[:1] != ":"]
-        config = config_lib.build_config(module, point_arg, own + overrides)
+        try:
+            config = config_lib.build_config(module, point_arg, own + overrides)
+        except IgnoredField as e:  # the command line's setting, in this point
+            raise IgnoredField(f"sweep point {name!r}: {e} (pick points with "
+                               f"--sweep-points)") from None
         key = json.dumps(config.to_dict(), sort_keys=True, default=repr)
         if key in plan:
             plan[key].names.append(name)

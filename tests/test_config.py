@@ -9,6 +9,7 @@ import pytest
 import launch
 from ssl_jax import config as config_lib
 from ssl_jax.config import Args, optional
+from ssl_jax.ignored import why_ignored
 from tests.conftest import ROOT
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments", "**", "*.py"),
@@ -41,13 +42,14 @@ def config_args():
 
 def tiny(module, arg, point=()):
     """The config (with a sweep point's overrides) at test size: TINY's fields wherever the
-    config (or its stages) has them and the point does not set them; fine-tuning reads the
-    task's fixture files and counts steps, not epochs."""
+    config (or its stages) has them, reads them and the point does not set them; fine-tuning
+    reads the task's fixture files and counts steps, not epochs."""
     point = list(point)
     config = config_lib.build_config(module, arg, point)
     keys = set(config_lib.all_keys(config)) - {k for k, _ in point}
     prefixes = ("pretrain.", "finetune.") if config.task == "transfer" else ("",)
-    overrides = point + [(p + k, v) for p in prefixes for k, v in TINY if p + k in keys]
+    overrides = point + [(p + k, v) for p in prefixes for k, v in TINY
+                         if p + k in keys and why_ignored(config, p + k) is None]
     for p in prefixes:
         stage = config[p.rstrip(".")] if p else config
         if stage.task == "finetune":
@@ -100,7 +102,7 @@ def test_every_config_documents_its_command():
 def test_config_args_and_overrides():
     c = config_lib.load_config(os.path.join(ROOT, "experiments/bert/pretrain.py:base,wwm=True"),
                                [("optimizer.learning_rate", "3e-4"), ("data.nsp", "false"),
-                                ("data.files", "/x/*.txt")])
+                                ("data.corpus", "files"), ("data.files", "/x/*.txt")])
     assert (c.model.num_layers, c.model.hidden_size, c.model.num_heads) == (12, 768, 12)
     assert c.data.whole_word_masking and c.optimizer.learning_rate == 3e-4
     assert c.data.nsp is False and c.data.files == "/x/*.txt"

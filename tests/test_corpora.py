@@ -95,6 +95,15 @@ def test_missing_and_bad_sources_fail_clearly(tmp_path):
         corpora.load_documents(_data(corpus="files", files=str(tmp_path / "none*.txt")), "train")
     with pytest.raises(ValueError, match="needs config.data.files"):
         corpora.load_documents(_data(corpus="files"), "train")
+    (tmp_path / "folder.txt").mkdir()  # a directory is not a corpus file
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        corpora.load_documents(_data(corpus="files", files=str(tmp_path / "*.txt")), "train")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "empty2.txt").write_text("")
+    with pytest.raises(ValueError, match=r"empty.txt' is empty \(no text to train on\)"):
+        corpora.read_text_files(str(tmp_path / "empty.txt"))
+    with pytest.raises(ValueError, match="all 2 files it matches are empty"):
+        corpora.load_documents(_data(corpus="files", files=str(tmp_path / "*.txt")), "train")
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl:2 is not valid JSON"):
         corpora.read_text_files(str(tmp_path / "bad.jsonl"))

@@ -123,7 +123,8 @@ def test_fewshot_and_summarize_commands(gpt_run, capsys):
     ("gpt-tiny,ln=mid", {}, "ln='mid'; expected 'pre' or 'post'"),
     ("gpt-tiny,attention=strided", {}, "attention='strided'; expected 'dense' or 'sparse'"),
     ("gpt-tiny,tokenizer=/no/such/dir", {}, "/no/such/dir"),
-    ("gpt-tiny", {"model.attention_window": 0}, "model.attention_window=0 must be >= 1"),
+    ("gpt-tiny,attention=sparse", {"model.attention_window": 0},
+     "model.attention_window=0 must be >= 1"),
     ("gpt-tiny", {"model.num_heads": 3}, "model.num_heads=3"),
 ])
 def test_bad_gpt_input_fails_before_training(arg, fields, message, tmp_path, capsys):

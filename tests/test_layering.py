@@ -19,7 +19,7 @@ PACKAGE = "ssl_jax"
 # level -> the top-level modules/packages under ssl_jax/ in it; a module may import from its
 # own level or a lower one.
 LAYERS: dict[int, tuple[str, ...]] = {
-    0: ("ssl_jax", "ssl_jax.files", "ssl_jax.config"),  # leaf utilities (and the package)
+    0: ("ssl_jax", "ssl_jax.files", "ssl_jax.config", "ssl_jax.ignored"),  # leaf utilities
     1: ("ssl_jax.models",),
     2: ("ssl_jax.data",),
     3: ("ssl_jax.train",),

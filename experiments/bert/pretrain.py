@@ -10,14 +10,16 @@ arg: a size (tiny mini small medium base large) and key=value ablations:
   nsp         next-sentence prediction on/off (True); off = single segments, MLM only
   wwm         whole-word masking (False)
   masking     "static" (dupe_factor pre-masked copies) or "dynamic" (re-masked each epoch)
-  steps, batch, seq_len, lr, corpus, files   the usual run knobs
+  files       a glob of your own .txt/.jsonl files: trains on them (corpus=files)
+  corpus      "embedded" (the default) or a prepared TFDS text dataset
+  steps, batch, seq_len, lr   the usual run knobs
 """
 from experiments import common
 from ssl_jax.config import Args, optional
 
 ARGS = Args(bare="variant", variant="mini", mask_rate=0.15, mask_mix="80-10-10", nsp=True,
             wwm=False, masking="static", dupe_factor=10, steps=10000, batch=32, seq_len=128,
-            lr=1e-4, corpus="embedded", files=optional(str))
+            lr=1e-4, corpus=optional(str), files=optional(str))
 
 
 def _mix(mix: str) -> tuple[float, float]:
@@ -33,14 +35,12 @@ def _mix(mix: str) -> tuple[float, float]:
 def get_config(arg: str | None = None):
     a = ARGS.parse(arg)
     mask_prob, random_prob = _mix(a["mask_mix"])
-    data = common.text_data(a["corpus"])
+    data = common.corpus_data(a["corpus"], a["files"])
     data.update(dict(nsp=a["nsp"], mask_rate=a["mask_rate"], mask_token_prob=mask_prob,
                      random_token_prob=random_prob, whole_word_masking=a["wwm"],
                      masking=a["masking"], dupe_factor=a["dupe_factor"], short_seq_prob=0.1,
                      random_next_prob=0.5))
     data.max_predictions_per_seq = None  # ceil(mask_rate * max_seq_len)
-    if a["files"]:
-        data.files = a["files"]
     return common.training(
         task="bert_pretrain", model=common.bert_model(a["variant"]), data=data,
         batch_size=a["batch"], max_seq_len=a["seq_len"], num_train_steps=a["steps"],

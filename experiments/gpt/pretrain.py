@@ -14,14 +14,18 @@ arg: a size (gpt-tiny gpt-mini gpt1 gpt2-small ... gpt3-175b) and key=value abla
   tokenizer   "bpe" (byte-level BPE trained on the corpus) or a directory holding a GPT-2
               BPE (encoder.json + vocab.bpe) or a tokenizer.json
   vocab       BPE vocabulary size when tokenizer=bpe
-  steps, batch, lr, corpus, files, dropout   the usual run knobs
+  files       a glob of your own .txt/.jsonl files: trains on them (corpus=files)
+  corpus      "embedded" (the default) or a prepared TFDS text dataset
+  steps, batch, lr, dropout   the usual run knobs
+A setting the run would ignore (window with attention=dense, vocab with a tokenizer
+directory) is refused (ssl_jax/ignored.py).
 """
 from experiments import common
 from ssl_jax.config import Args, optional
 
 ARGS = Args(bare="variant", variant="gpt-mini", ln=optional(str), attention="dense", window=32,
             seq_len=128, mask_docs=False, tokenizer="bpe", vocab=8192, steps=400, batch=16,
-            lr=1e-3, corpus="embedded", files=optional(str), dropout=0.1)
+            lr=1e-3, corpus=optional(str), files=optional(str), dropout=0.1)
 
 
 def get_config(arg: str | None = None):
@@ -36,13 +40,11 @@ def get_config(arg: str | None = None):
     model.sparse_attention = a["attention"] == "sparse"
     model.attention_window = a["window"]
     model.dropout_rate = model.attention_dropout_rate = a["dropout"]
-    data = common.text_data(a["corpus"])
+    data = common.corpus_data(a["corpus"], a["files"])
     del data["lowercase"]  # byte-level BPE keeps case
     data.tokenizer_path = None if a["tokenizer"] == "bpe" else a["tokenizer"]
     data.vocab_size = a["vocab"]
     data.mask_documents = a["mask_docs"]
-    if a["files"]:
-        data.files = a["files"]
     config = common.training(
         task="gpt_pretrain", model=model, data=data, batch_size=a["batch"],
         max_seq_len=a["seq_len"], num_train_steps=a["steps"],

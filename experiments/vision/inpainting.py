@@ -8,18 +8,19 @@ pixels; L2 on the hidden region with 10x weight on a 1-pixel overlap band (the p
     python launch.py --config experiments/vision/inpainting.py:adversarial=0.001 --workdir runs/ia
     python launch.py --config experiments/vision/inpainting.py:steps=300 --workdir runs/isweep --sweep
 
-arg: key=value: encoder (convnet | vit), variant (a ViT size), mask (central |
-random_blocks | random_region), coverage (0.25), block (8, for random_blocks), overlap (1),
-adversarial (0 = off; the paper's 0.001), steps, batch, lr, source, image_size,
+arg: key=value: encoder (convnet | vit), variant (a ViT size, for encoder=vit; vit-tiny),
+mask (central | random_blocks | random_region), coverage (0.25), block (8, for
+random_blocks), overlap (1), adversarial (0 = off; the paper's 0.001), steps, batch, lr,
+source, image_size,
 probe_layer (-1), probe_labels (0 = all), finetune_steps (0) for the measurement at the end
 (see experiments/common.probe).
 get_sweep: the paper's mask-shape ablation (central, random blocks, random region) and the
 adversarial term.
 """
 from experiments import common
-from ssl_jax.config import Args
+from ssl_jax.config import Args, optional
 
-ARGS = Args(bare="variant", encoder="convnet", variant="vit-tiny", mask="central",
+ARGS = Args(bare="variant", encoder="convnet", variant=optional(str), mask="central",
             coverage=0.25, block=8, overlap=1, adversarial=0.0, steps=600, batch=64, lr=1e-3,
             source="digits", image_size=32, **common.PROBE_ARGS)
 derived_fields = common.step_intervals

@@ -15,10 +15,10 @@ get_sweep: the paper's ablations: the number of permutations (10, 100, 1000) and
 shortcut guards (no gap, no jitter, no colour jitter).
 """
 from experiments import common
-from ssl_jax.config import Args
+from ssl_jax.config import Args, optional
 
-ARGS = Args(bare="variant", encoder="convnet", variant="vit-tiny", permutations=100, gap=-1,
-            jitter=True, color_jitter=0.4, grayscale=0.3, steps=600, batch=64, lr=1e-3,
+ARGS = Args(bare="variant", encoder="convnet", variant=optional(str), permutations=100,
+            gap=-1, jitter=True, color_jitter=0.4, grayscale=0.3, steps=600, batch=64, lr=1e-3,
             source="digits", image_size=36, **common.PROBE_ARGS)
 derived_fields = common.step_intervals
 

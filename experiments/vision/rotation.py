@@ -14,9 +14,9 @@ measurement at the end (see experiments/common.probe).
 get_sweep: the paper's ablation: all four rotations of each image vs one random rotation.
 """
 from experiments import common
-from ssl_jax.config import Args
+from ssl_jax.config import Args, optional
 
-ARGS = Args(bare="variant", encoder="convnet", variant="vit-tiny", all_rotations=True,
+ARGS = Args(bare="variant", encoder="convnet", variant=optional(str), all_rotations=True,
             steps=600, batch=64, lr=1e-3, source="digits", image_size=32, **common.PROBE_ARGS)
 derived_fields = common.step_intervals
 

@@ -95,11 +95,22 @@ def jsonl_records(path: str, content: str) -> Iterator[tuple[int, Any]]:
             raise ValueError(f"{path}:{n} is not valid JSON: {e}") from e
 
 
-def read_text_files(pattern: str, text_key: str = "text") -> list[str]:
-    """Documents from a glob of .txt (blank-line separated) or .jsonl files."""
-    paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+def matched_files(pattern: str) -> list[str]:
+    """The files (not directories) a config.data.files glob matches, sorted; an error when
+    there are none, or when all of them are empty (a corpus with no text)."""
+    paths = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                   if os.path.isfile(p))
     if not paths:
         raise FileNotFoundError(f"config.data.files={pattern!r} matches no file")
+    if all(os.path.getsize(p) == 0 for p in paths):
+        what = f"{paths[0]!r} is" if len(paths) == 1 else f"all {len(paths)} files it matches are"
+        raise ValueError(f"config.data.files={pattern!r}: {what} empty (no text to train on)")
+    return paths
+
+
+def read_text_files(pattern: str, text_key: str = "text") -> list[str]:
+    """Documents from a glob of .txt (blank-line separated) or .jsonl files."""
+    paths = matched_files(pattern)
     documents = []
     for path in paths:
         content = read_text(path, "corpus file")
@@ -182,9 +193,7 @@ class TextFiles(_DocumentBuilder):
 
 
 def _fingerprint(pattern: str, text_key: str) -> str:
-    paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-    if not paths:
-        raise FileNotFoundError(f"config.data.files={pattern!r} matches no file")
+    paths = matched_files(pattern)
     h = hashlib.sha256(text_key.encode())
     for p in paths:
         if not os.access(p, os.R_OK):
