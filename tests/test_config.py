@@ -331,6 +331,7 @@ GLUE_DEFAULTS = {"model.variant": "base", "model.num_layers": 12, "batch_size": 
 # config.model fields added after the per-task files, at their defaults
 MODEL_FIELDS_SINCE = {"attention_impl": "xla"}
 FINETUNE_FIELDS_SINCE = {"lm_coef": 0.5}  # issue 14: GPT-1's auxiliary LM loss weight
+DATA_FIELDS_SINCE = {"prepared": None, "mixture": None}  # issue 15: prepared ArrayRecord data
 
 
 def _field(c, key):
@@ -353,6 +354,7 @@ def test_glue_builds_what_the_per_task_file_built(task, arg):
     want.update(mesh=dict(data=-1, fsdp=1, tensor=1), sharding_rules="dp", grad_accum_steps=1)
     want["model"].update(MODEL_FIELDS_SINCE)
     want["finetune"].update(FINETUNE_FIELDS_SINCE)
+    want["data"].update(DATA_FIELDS_SINCE)
     assert got.to_dict() == want
     if arg == "None":
         assert {k: _field(got, k) for k in GLUE_DEFAULTS} == GLUE_DEFAULTS

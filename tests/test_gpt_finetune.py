@@ -72,9 +72,15 @@ def test_bert_features_unchanged_through_the_recipe():
 def small_config(**fields):
     overrides = {"max_seq_len": str(S), "model.dropout_rate": "0.0",
                  "model.attention_dropout_rate": "0.0", "model.scan_layers": "False"}
+    # set after loading: these compute halves get their GPT decoder directly, with no
+    # finetune.init for the config check to see (it refuses lm_coef on a BERT init)
+    lm_coef = fields.pop("finetune.lm_coef", None)
     overrides.update({k: str(v) for k, v in fields.items()})
-    return config_lib.load_config(os.path.join(ROOT, "experiments/finetune/glue.py:task=mrpc"),
-                                  list(overrides.items()))
+    config = config_lib.load_config(os.path.join(ROOT, "experiments/finetune/glue.py:task=mrpc"),
+                                    list(overrides.items()))
+    if lm_coef is not None:
+        config.finetune.lm_coef = float(lm_coef)
+    return config
 
 
 DECODER = GptConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32,
