@@ -39,16 +39,20 @@ def mask_tokens(tokens: np.ndarray, spec: MaskingSpec, wordpiece, rng: np.random
         starts[1:] |= np.diff(candidates) != 1
         groups = np.split(candidates, np.flatnonzero(starts)[1:] if len(starts) else [])
     else:
-        groups = [candidates[i:i + 1] for i in range(len(candidates))]
+        groups = candidates  # each token its own group
     num_to_predict = min(spec.max_predictions,
                          max(1, int(round(len(candidates) * spec.mask_rate))))
-    selected: list[int] = []
-    for g in rng.permutation(len(groups)) if groups and len(candidates) else []:
-        if len(selected) >= num_to_predict:
-            break
-        if len(selected) + len(groups[g]) > num_to_predict:
-            continue  # as in BERT: skip a word that would overflow the budget
-        selected.extend(groups[g].tolist())
+    order = rng.permutation(len(groups)) if len(candidates) else np.zeros(0, int)
+    if not spec.whole_word:  # one token per group: the first num_to_predict of the order
+        selected = candidates[order[:num_to_predict]]
+    else:
+        selected = []
+        for g in order:
+            if len(selected) >= num_to_predict:
+                break
+            if len(selected) + len(groups[g]) > num_to_predict:
+                continue  # as in BERT: skip a word that would overflow the budget
+            selected.extend(groups[g].tolist())
     positions = np.sort(np.asarray(selected, dtype=np.int32))
     input_ids = tokens.copy()
     draw = rng.random(len(positions))

@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from ssl_jax.data import bpe, corpora, pretraining, records, tokenizer
+from ssl_jax.data.masking import mask_tokens
 from ssl_jax.data.prepared import FORMAT, KINDS, corpus_fields, files_hash, shaping_fields
 from ssl_jax.files import write_atomic
 
@@ -99,6 +100,7 @@ def prepare(config, output: str, *, workers: int = 1, shard_size: int = DEFAULT_
         os.remove(stale)
     documents = {split: corpora.Documents(config.data, split) for split in SPLITS}
     tok = _tokenizer(config, output, documents["train"])
+    tokenizer_done = time.time()
     vocab_size = tok.vocab_size
     dtype = records.record_dtype(vocab_size, config.max_seq_len)
     jobs = {split: [dict(split=split, index=i, start=start,
@@ -129,7 +131,9 @@ def prepare(config, output: str, *, workers: int = 1, shard_size: int = DEFAULT_
                     tokenizer={"files": sorted(os.listdir(os.path.join(output, "tokenizer"))),
                                "sha256": files_hash(os.path.join(output, "tokenizer")),
                                "vocab_size": vocab_size},
-                    seconds=round(time.time() - started, 2), workers=workers)
+                    seconds=round(time.time() - started, 2),
+                    setup_seconds=round(tokenizer_done - started, 2),  # corpus index + tokenizer
+                    shard_seconds=round(time.time() - tokenizer_done, 2), workers=workers)
     write_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -327,9 +331,10 @@ def _bert_shard(job: dict) -> dict:
         for inst in pretraining.keyed_instances(
                 documents, d, wp, S, data.short_seq_prob, bool(data.nsp), seed=seed,
                 copies=copies, random_next_prob=data.random_next_prob):
-            if masked:
-                example = pretraining.masked_example(inst, spec, wp, S, mask_seed)
-                writer.write(records.encode_example(example, dtype))
+            if masked:  # pretraining.masked_example's draws, not padded
+                input_ids, positions, _, weights = mask_tokens(
+                    inst.tokens, spec, wp, np.random.default_rng((mask_seed, *inst.key)))
+                writer.write(records.encode_masked(inst, input_ids, positions, weights, dtype))
             else:
                 writer.write(records.encode_instance(inst, dtype))
     np.save(os.path.join(_STATE["output"], "parts", f"{split}-{job['index']:05d}.counts.npy"),

@@ -34,12 +34,23 @@ class Instance:
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: np.random.Generator):
-    while len(a) + len(b) > max_tokens:
-        longer = a if len(a) > len(b) else b
-        if rng.random() < 0.5:
-            del longer[0]
-        else:
-            longer.pop()
+    """Trims the longer of A and B by one token at a time, at its front or its back (a coin
+    per token), until they fit: BERT's truncate_seq_pair. The coins are drawn in one call
+    (the same numbers as one call per token)."""
+    excess = len(a) + len(b) - max_tokens
+    if excess <= 0:
+        return
+    coins = rng.random(excess) < 0.5
+    trim = {"a": [0, 0], "b": [0, 0]}  # [front, back]
+    length = {"a": len(a), "b": len(b)}
+    for front in coins.tolist():
+        side = "a" if length["a"] > length["b"] else "b"
+        trim[side][0 if front else 1] += 1
+        length[side] -= 1
+    for side, tokens in (("a", a), ("b", b)):
+        front, back = trim[side]
+        del tokens[len(tokens) - back:]
+        del tokens[:front]
 
 
 def document_instances(documents, doc_index: int, wordpiece, max_seq_len: int,
@@ -220,11 +231,16 @@ def pad_example(instance: Instance, input_ids, positions, targets, weights, pad_
     """A masked instance (input_ids [len]; positions, targets, weights [P]) padded to
     max_seq_len: the model's input dict."""
     n = len(input_ids)
-    pad = lambda x: np.pad(x, (0, max_seq_len - n)).astype(np.int32)
+    ids = np.full(max_seq_len, pad_id, np.int32)
+    ids[:n] = input_ids
+    segments = np.zeros(max_seq_len, np.int32)
+    segments[:n] = instance.segment_ids
+    mask = np.zeros(max_seq_len, np.int32)
+    mask[:n] = 1
     return {
-        "input_ids": pad(input_ids) + (np.arange(max_seq_len) >= n) * pad_id,
-        "segment_ids": pad(instance.segment_ids),
-        "input_mask": pad(np.ones(n, np.int32)),
+        "input_ids": ids,
+        "segment_ids": segments,
+        "input_mask": mask,
         "masked_positions": positions,
         "masked_ids": targets,
         "masked_weights": weights,

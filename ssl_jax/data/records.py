@@ -39,17 +39,16 @@ def decode_instance(record: bytes, dtype: str) -> Instance:
     return Instance(tokens, (np.arange(n) >= split).astype(np.int32), label)
 
 
-def encode_example(example: dict[str, np.ndarray], dtype: str) -> bytes:
-    """A masked, padded example (static masking) from its parts."""
-    n = int(example["input_mask"].sum())
-    k = int((example["masked_weights"] > 0).sum())
-    positions = example["masked_positions"][:k]
-    tokens = example["input_ids"][:n].copy()
-    tokens[positions] = example["masked_ids"][:k]
-    split = n - int(example["segment_ids"][:n].sum())
-    header = [int(example["next_sentence_label"]), split, n, k]
-    return np.concatenate([header, tokens, positions,
-                           example["input_ids"][positions]]).astype(dtype).tobytes()
+def encode_masked(instance: Instance, input_ids: np.ndarray, positions: np.ndarray,
+                  weights: np.ndarray, dtype: str) -> bytes:
+    """A statically masked instance: `mask_tokens`'s input_ids [len], positions and
+    weights [P] (the used slots first)."""
+    n = len(instance.tokens)
+    k = int((weights > 0).sum())
+    split = n - int(instance.segment_ids.sum())
+    header = [instance.next_sentence_label, split, n, k]
+    return np.concatenate([header, instance.tokens, positions[:k],
+                           input_ids[positions[:k]]]).astype(dtype).tobytes()
 
 
 def decode_example(record: bytes, dtype: str, max_predictions: int, pad_id: int,
