@@ -9,7 +9,8 @@ The corpora are real text: the embedded corpus's sentences (CPython's documentat
 reshuffled into new documents of 4-40 sentences, written as .txt files (a blank line between
 documents) under --scratch. Measured, each in a fresh process:
   1. `python -m ssl_jax.data.prepare` of the BERT-mini config (static masking, dupe_factor
-     10, seq 128) on the small corpus with 1 and 2 workers, alternating --rounds times:
+     10, seq 128) on the small corpus with 1 and 2 workers (--shard-size documents per
+     shard), alternating --rounds times:
      MB of text per second of shard writing (the tokenizer is trained once, before).
   2. the loader (the run's grain iterator over the prepared shards, config.data_threads
      threads) in examples/s at the BERT-mini benchmark's batch (32 x 128) and the GPT-mini
@@ -46,6 +47,11 @@ def parse(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="alternating 1/2-worker pairs")
     p.add_argument("--scratch", default=os.path.join("/tmp", "ssl_jax_data_bench"))
     p.add_argument("--loader-batches", type=int, default=200)
+    p.add_argument("--shard-size", type=int, default=250,
+                   help="documents per shard for the 1 vs 2 workers preparation (~18 shards of "
+                        "the 10 MB corpus, so two workers share them evenly)")
+    p.add_argument("--only", choices=["prepare", "loader", "startup"],
+                   help="run one of the three measurements")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     for name in ("small_mb", "large_mb"):
@@ -146,15 +152,15 @@ def prepare_throughput(args, corpus: str, megabytes: float) -> dict:
         for workers in (1, 2):
             out = os.path.join(args.scratch, f"prep_bert_{workers}")
             shutil.rmtree(out, ignore_errors=True)
-            _measure(prepare_cmd(BERT, out, corpus, workers))
+            _measure(prepare_cmd(BERT, out, corpus, workers, "--shard-size",
+                                 str(args.shard_size)))
             manifest = json.load(open(os.path.join(out, "manifest.json")))
             seconds[workers].append(manifest["shard_seconds"])
     med = {w: statistics.median(s) for w, s in seconds.items()}
     return {"text_mb": round(megabytes, 1), "examples": manifest["splits"]["train"]["records"],
             "shard_seconds": seconds, "mb_per_s_1_worker": round(megabytes / med[1], 3),
             "mb_per_s_2_workers": round(megabytes / med[2], 3),
-            "speedup_2_workers": round(med[1] / med[2], 2),
-            "prepared_dir": os.path.join(args.scratch, "prep_bert_1")}
+            "speedup_2_workers": round(med[1] / med[2], 2), "shard_size": args.shard_size}
 
 
 LOADER_CHILD = """
@@ -240,28 +246,37 @@ def main(argv=None) -> int:
     small_mb = write_corpus(small, args.small_mb)
     write_corpus(large, args.large_mb, seed=1)
 
-    prep = prepare_throughput(args, small, small_mb)
-    gpt_loader_dir = os.path.join(args.scratch, "prep_gpt_small")
-    start = startup(args, small, large)
-    consumed = step_consumption()
-    bert_loader = loader_throughput(BERT, prep["prepared_dir"], 32, args.loader_batches)
-    gpt_loader = loader_throughput(GPT, gpt_loader_dir, 16, args.loader_batches)
-    result = {"prepare": prep, "loader": {
-        "bert_examples_per_s": round(bert_loader, 1), "gpt_examples_per_s": round(gpt_loader, 1),
-        "bert_mini_step_examples_per_s": round(consumed, 1),
-        "bert_loader_over_step": round(bert_loader / consumed, 1)}, "startup": start}
-    print(f"prepare BERT-mini (dupe 10) on {prep['text_mb']} MB: "
-          f"{prep['mb_per_s_1_worker']} MB/s with 1 worker, {prep['mb_per_s_2_workers']} MB/s "
-          f"with 2 ({prep['speedup_2_workers']}x; goal >= 1.6x)")
-    print(f"loader: BERT {bert_loader:.0f} examples/s (B32 x 128), GPT {gpt_loader:.0f} "
-          f"(B16 x 256); the BERT-mini step consumes {consumed:.1f} examples/s "
-          f"({bert_loader / consumed:.0f}x; goal >= 5x)")
-    for name in ("small", "large"):
-        row = start[name]
-        print(f"gpt-mini run on the {name} corpus ({row['train_windows']} windows): first step "
-              f"after {row['first_step_s']} s, peak RSS {row['peak_rss_mb']} MB")
-    print(f"large/small: start-up {start['startup_ratio']}x, RSS {start['rss_ratio']}x "
-          f"(goal: within 10%)")
+    result = {}
+    if args.only in (None, "prepare"):
+        prep = result["prepare"] = prepare_throughput(args, small, small_mb)
+        print(f"prepare BERT-mini (dupe 10) on {prep['text_mb']} MB: "
+              f"{prep['mb_per_s_1_worker']} MB/s with 1 worker, {prep['mb_per_s_2_workers']} "
+              f"MB/s with 2 ({prep['speedup_2_workers']}x; goal >= 1.6x)")
+    if args.only in (None, "startup"):
+        start = result["startup"] = startup(args, small, large)
+        for name in ("small", "large"):
+            row = start[name]
+            print(f"gpt-mini run on the {name} corpus ({row['train_windows']} windows): first "
+                  f"step after {row['first_step_s']} s, peak RSS {row['peak_rss_mb']} MB")
+        print(f"large/small: start-up {start['startup_ratio']}x, RSS {start['rss_ratio']}x "
+              f"(goal: within 10%)")
+    if args.only in (None, "loader"):
+        bert_dir = os.path.join(args.scratch, "prep_bert_1")
+        gpt_dir = os.path.join(args.scratch, "prep_gpt_small")
+        for needed in (bert_dir, gpt_dir):
+            if not os.path.exists(os.path.join(needed, "manifest.json")):
+                raise SystemExit(f"{needed} is not prepared: run the prepare and startup parts")
+        consumed = step_consumption()
+        bert_loader = loader_throughput(BERT, bert_dir, 32, args.loader_batches)
+        gpt_loader = loader_throughput(GPT, gpt_dir, 16, args.loader_batches)
+        result["loader"] = {
+            "bert_examples_per_s": round(bert_loader, 1),
+            "gpt_examples_per_s": round(gpt_loader, 1),
+            "bert_mini_step_examples_per_s": round(consumed, 1),
+            "bert_loader_over_step": round(bert_loader / consumed, 1)}
+        print(f"loader: BERT {bert_loader:.0f} examples/s (B32 x 128), GPT {gpt_loader:.0f} "
+              f"(B16 x 256); the BERT-mini step consumes {consumed:.1f} examples/s "
+              f"({bert_loader / consumed:.0f}x; goal >= 5x)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -110,6 +110,8 @@ def prepare(config, output: str, *, workers: int = 1, shard_size: int = DEFAULT_
     context = dict(config=config.to_json(), output=output, dtype=dtype, shard_size=shard_size)
     with _Pool(workers, context) as pool:
         if config.task == "bert_pretrain":
+            for split in SPLITS:
+                pool.run("sentences", jobs[split], log)
             done = {split: pool.run("bert", jobs[split], log) for split in SPLITS}
         else:
             tokens = {split: pool.run("tokens", jobs[split], log) for split in SPLITS}
@@ -245,11 +247,12 @@ class _Pool:
 def _log_done(log, phase, job, total, result) -> None:
     log(f"{phase} {job['split']} shard {job['index'] + 1}/{total}: "
         f"{result.get('records', result.get('tokens'))} "
-        f"{'tokens' if phase == 'tokens' else 'examples'}")
+        f"{'tokens' if phase in ('tokens', 'sentences') else 'examples'}")
 
 
 def _marker(output: str, phase: str, job: dict) -> str:
-    suffix = {"bert": "", "tokens": ".tokens", "windows": ".windows"}[phase]
+    suffix = {"sentences": ".sentences", "bert": "", "tokens": ".tokens",
+              "windows": ".windows"}[phase]
     return os.path.join(output, "parts", f"{job['split']}-{job['index']:05d}{suffix}.json")
 
 
@@ -276,8 +279,81 @@ def _documents(split: str):
     return _STATE["documents"][split]
 
 
+def _tokenized(split: str) -> "_SentenceParts":
+    """The split's tokenised documents, read from pass 1's parts (memory-mapped)."""
+    key = ("tokenized", split)
+    if key not in _STATE:
+        _STATE[key] = _SentenceParts(_STATE["output"], split, len(_documents(split)),
+                                     _STATE["shard_size"])
+    return _STATE[key]
+
+
+class _SentenceParts:
+    """[i] -> document i's tokenised sentences (as `pretraining.TokenizedDocuments` gives
+    them), from the part of pass 1 that holds it: any document of the split at the cost of
+    a slice, so a random-next segment never tokenises again."""
+
+    def __init__(self, output: str, split: str, length: int, shard_size: int):
+        self.output, self.split, self.length, self.shard_size = output, split, length, shard_size
+        self._parts: dict[int, tuple] = {}
+        self._recent: dict[int, list[np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _part(self, index: int):
+        if index not in self._parts:
+            if len(self._parts) >= 64:  # keep a bounded number of parts open
+                self._parts.pop(next(iter(self._parts)))
+            tokens = np.load(_part_path(self.output, self.split, index, "tokens"),
+                             mmap_mode="r")
+            lengths = np.load(_part_path(self.output, self.split, index, "sentence_lengths"))
+            per_doc = np.load(_part_path(self.output, self.split, index, "doc_sentences"))
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            first = np.concatenate([[0], np.cumsum(per_doc)])
+            self._parts[index] = (tokens, starts, first)
+        return self._parts[index]
+
+    def __getitem__(self, i: int) -> list[np.ndarray]:
+        if i in self._recent:
+            return self._recent[i]
+        part, within = divmod(i, self.shard_size)
+        tokens, starts, first = self._part(part)
+        a, b = first[within], first[within + 1]
+        piece = np.asarray(tokens[starts[a]:starts[b]], np.int32)
+        bounds = (starts[a:b + 1] - starts[a]).tolist()
+        document = [piece[bounds[k]:bounds[k + 1]] for k in range(b - a)]
+        if len(self._recent) >= 256:  # the documents read last (one is read several times)
+            self._recent.pop(next(iter(self._recent)))
+        self._recent[i] = document
+        return document
+
+
+def _sentence_part(job: dict) -> dict:
+    """Pass 1 of BERT: a document shard tokenised, its sentences' tokens in one array."""
+    wp, output, split = _STATE["tokenizer"], _STATE["output"], job["split"]
+    documents = pretraining.TokenizedDocuments(_documents(split), wp,
+                                               cache_size=job["stop"] - job["start"])
+    documents.prefetch(range(job["start"], job["stop"]))
+    docs = [documents[i] for i in range(job["start"], job["stop"])]
+    sentences = [s for d in docs for s in d]
+    arrays = {"tokens": (np.concatenate(sentences) if sentences else np.zeros(0, np.int64)
+                         ).astype(_STATE["dtype"]),
+              "sentence_lengths": np.array([len(s) for s in sentences], np.int64),
+              "doc_sentences": np.array([len(d) for d in docs], np.int64)}
+    for what, array in arrays.items():
+        path = _part_path(output, split, job["index"], what)
+        np.save(path + ".tmp.npy", array)
+        os.replace(path + ".tmp.npy", path)
+    return {"index": job["index"], "tokens": int(len(arrays["tokens"])),
+            "documents": len(docs)}
+
+
 def _run_job(phase: str, job: dict) -> dict:
-    result = {"bert": _bert_shard, "tokens": _token_part, "windows": _window_shard}[phase](job)
+    started = time.time()
+    result = {"sentences": _sentence_part, "bert": _bert_shard, "tokens": _token_part,
+              "windows": _window_shard}[phase](job)
+    result["seconds"] = round(time.time() - started, 3)
     write_atomic(_marker(_STATE["output"], phase, job), json.dumps(result) + "\n")
     return result
 
@@ -312,9 +388,7 @@ def _bert_shard(job: dict) -> dict:
     config, wp = _STATE["config"], _STATE["tokenizer"]
     data, S = config.data, config.max_seq_len
     split = job["split"]
-    documents = pretraining.TokenizedDocuments(_documents(split), wp,
-                                               cache_size=_STATE["shard_size"] + 4096)
-    documents.prefetch(range(job["start"], job["stop"]))
+    documents = _tokenized(split)
     spec = pretraining.masking_spec(data, S)
     if split == "train":  # the in-memory path's seeds (ssl_jax/tasks/bert_pretrain.py)
         seed, copies, mask_seed = config.seed, data.dupe_factor, config.seed + 1
