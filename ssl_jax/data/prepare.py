@@ -109,15 +109,14 @@ def prepare(config, output: str, *, workers: int = 1, shard_size: int = DEFAULT_
             for split in SPLITS}
     context = dict(config=config.to_json(), output=output, dtype=dtype, shard_size=shard_size)
     with _Pool(workers, context) as pool:
-        if config.task == "bert_pretrain":
-            for split in SPLITS:
-                pool.run("sentences", jobs[split], log)
-            done = {split: pool.run("bert", jobs[split], log) for split in SPLITS}
+        if config.task == "bert_pretrain":  # each pass over both splits at once
+            pool.run("sentences", jobs, log)
+            done = pool.run("bert", jobs, log)
         else:
-            tokens = {split: pool.run("tokens", jobs[split], log) for split in SPLITS}
-            done = {split: pool.run("windows", _window_jobs(split, tokens[split],
-                                                             config.max_seq_len), log)
-                    for split in SPLITS}
+            tokens = pool.run("tokens", jobs, log)
+            done = pool.run("windows", {split: _window_jobs(split, tokens[split],
+                                                            config.max_seq_len)
+                                        for split in SPLITS}, log)
     splits = {}
     for split in SPLITS:
         counts = np.zeros(vocab_size, np.int64)
@@ -218,30 +217,37 @@ class _Pool:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def run(self, phase: str, jobs: list[dict], log) -> list[dict]:
+    def run(self, phase: str, jobs: dict[str, list[dict]], log) -> dict[str, list[dict]]:
+        """Every split's jobs of one pass (together, so no worker waits for a split's last
+        shard); returns each split's results in job order."""
         output = self.context["output"]
-        results: dict[int, dict] = {}
+        results: dict[tuple[str, int], dict] = {}
         todo = []
-        for job in jobs:
-            marker = _marker(output, phase, job)
-            if os.path.exists(marker):
-                with open(marker, encoding="utf-8") as f:
-                    results[job["index"]] = json.load(f)
-            else:
-                todo.append(job)
-        if results:
-            log(f"{phase} {jobs[0]['split']}: {len(results)} of {len(jobs)} shards already done")
+        for split, split_jobs in jobs.items():
+            for job in split_jobs:
+                marker = _marker(output, phase, job)
+                if os.path.exists(marker):
+                    with open(marker, encoding="utf-8") as f:
+                        results[split, job["index"]] = json.load(f)
+                else:
+                    todo.append(job)
+            done = sum(1 for job in split_jobs if (split, job["index"]) in results)
+            if done:
+                log(f"{phase} {split}: {done} of {len(split_jobs)} shards already done")
         if self.executor is None:
             for job in todo:
-                results[job["index"]] = _run_job(phase, job)
-                _log_done(log, phase, job, len(jobs), results[job["index"]])
+                results[job["split"], job["index"]] = _run_job(phase, job)
+                _log_done(log, phase, job, len(jobs[job["split"]]),
+                          results[job["split"], job["index"]])
         else:
             futures = {self.executor.submit(_run_job, phase, job): job for job in todo}
             for future in concurrent.futures.as_completed(futures):
                 job = futures[future]
-                results[job["index"]] = future.result()
-                _log_done(log, phase, job, len(jobs), results[job["index"]])
-        return [results[job["index"]] for job in jobs]
+                results[job["split"], job["index"]] = future.result()
+                _log_done(log, phase, job, len(jobs[job["split"]]),
+                          results[job["split"], job["index"]])
+        return {split: [results[split, job["index"]] for job in split_jobs]
+                for split, split_jobs in jobs.items()}
 
 
 def _log_done(log, phase, job, total, result) -> None:
