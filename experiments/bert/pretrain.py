@@ -3,6 +3,10 @@
     python launch.py --config experiments/bert/pretrain.py:mini --workdir runs/bert_mini
     python launch.py --config experiments/bert/pretrain.py:mini,mask_rate=0.2,nsp=False ...
     python launch.py --config experiments/bert/pretrain.py:tiny,steps=300 --workdir runs/abl --sweep
+    # a large corpus: prepare it once into shards, then train on them
+    python -m ssl_jax.data.prepare --config experiments/bert/pretrain.py:mini,files='corpus/*.txt' --output data/bert_mini
+    python launch.py --config experiments/bert/pretrain.py:mini,files='corpus/*.txt' --workdir runs/bert_mini \\
+        --config.data.prepared=data/bert_mini
 
 arg: a size (tiny mini small medium base large) and key=value ablations:
   mask_rate   fraction of non-special tokens selected (0.15)

@@ -4,6 +4,10 @@
     python launch.py --config experiments/gpt/pretrain.py:gpt-mini,ln=post,attention=sparse ...
     python launch.py --config experiments/gpt/pretrain.py:gpt-tiny,steps=300 --workdir runs/gpt_abl --sweep
     python -m ssl_jax.generate --model runs/gpt_mini --prompt "The for statement"
+    # a large corpus: prepare it once into shards, then train on them
+    python -m ssl_jax.data.prepare --config experiments/gpt/pretrain.py:gpt-mini,files='corpus/*.txt' --output data/gpt_mini
+    python launch.py --config experiments/gpt/pretrain.py:gpt-mini,files='corpus/*.txt' --workdir runs/gpt_mini \\
+        --config.data.prepared=data/gpt_mini
 
 arg: a size (gpt-tiny gpt-mini gpt1 gpt2-small ... gpt3-175b) and key=value ablations:
   ln          "pre" (GPT-2/3) or "post" (GPT-1); default: the size's own
