@@ -78,7 +78,9 @@ def test_the_sharded_step_on_one_device_is_the_plain_step(model):
 def test_generate_floor_by_hand():
     """--mode generate's floor: bytes = every parameter but the position table + the KV
     cache at the mean context (prompt + (new - 1) / 2 tokens, keys and values, float32, each
-    row), over the bandwidth the streaming pass reached on those parameter bytes."""
+    row), over the bandwidth the fastest of the streaming passes reached on those parameter
+    bytes (matrix-vector products over every weight, a sum over every weight, a sum over
+    the largest one, scaled)."""
     import jax
     import jax.numpy as jnp
 
@@ -91,7 +93,11 @@ def test_generate_floor_by_hand():
               "layer": {"kernel": jnp.ones((32, 2, 16)), "bias": jnp.ones((32,))}}
     run, weight_bytes = throughput.streaming_pass(a, params)
     assert weight_bytes == 4 * (300 * 32 + 32 * 32 + 32)
-    assert float(run()) == 300 * 32 + 32 * 32 + 32  # it reads every one of them
+    (matvec, one), (plain_sum, one_too), (largest, scale) = run.passes
+    assert one == one_too == 1.0
+    assert float(matvec()) == float(plain_sum()) == 300 * 32 + 32 * 32 + 32  # all of them
+    assert float(largest()) == 300 * 32 and scale == weight_bytes / (4 * 300 * 32)
+    assert run() > 0  # the fastest pass's seconds, scaled to every weight byte
     # 1 ms to stream the weights: the floor adds the cache's bytes at that rate
     floor = throughput.floor_ms_per_token(a, weight_bytes, 1e-3)
     assert floor == pytest.approx(1 + throughput.kv_cache_bytes_per_token(a) / weight_bytes)
