@@ -349,3 +349,40 @@ def test_training_on_prepared_data_resumes_exactly_after_sigterm(bert_dir, tmp_p
                                       "data.prepared": bert_dir}),
                        str(straight), BertPretrainTask, progress=False)
     assert losses(workdir) == losses(straight)
+
+
+@pytest.mark.slow
+def test_two_real_processes_on_prepared_data_train_like_one(bert_dir, tmp_path):
+    """Two processes (4 fake devices each, gloo on 127.0.0.1) pre-training on a prepared
+    directory, each reading its own rows of every global batch, give the losses and eval
+    loss of one process with 8 devices; each keeps its own iterator position."""
+    from tests.test_multihost import _free_port, _run_children
+
+    overrides = {"max_seq_len": "64", "batch_size": "8", "data.vocab_size": "2000",
+                 "data.dupe_factor": "1", "num_train_steps": "4", "log_every_steps": "1",
+                 "eval_every_steps": "4", "checkpoint_every_steps": "4",
+                 "num_eval_batches": "2", "data_threads": "1", "data.prepared": str(bert_dir)}
+    child = [sys.executable, os.path.join(ROOT, "tests", "layouts.py")]
+    base = dict(os.environ, JAX_PLATFORMS="cpu")
+    commands, envs = [], []
+    for kind, processes in (("one", 1), ("two", 2)):
+        path = tmp_path / f"{kind}.json"
+        path.write_text(json.dumps([dict(name="pretrain", config="bert/pretrain.py:tiny",
+                                         overrides=overrides,
+                                         workdir=str(tmp_path / kind / "run"))]))
+        port = _free_port()
+        for i in range(processes):
+            dist = (["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(i)] if processes > 1 else [])
+            commands.append(child + [str(path)] + dist)
+            envs.append(dict(base, XLA_FLAGS="--xla_force_host_platform_device_count="
+                                             f"{8 // processes}"))
+    one, *two = _run_children(commands, envs, timeout=400)
+    reference = one["pretrain"]
+    assert len(reference["losses"]) == 4
+    for out in two:
+        np.testing.assert_allclose(out["pretrain"]["losses"], reference["losses"], rtol=1e-5)
+        np.testing.assert_allclose(out["pretrain"]["summary"]["eval_loss"],
+                                   reference["summary"]["eval_loss"], rtol=1e-5)
+    states = sorted((tmp_path / "two" / "run" / "checkpoints" / "4" / "data").glob("*.json"))
+    assert [json.loads(p.read_text()) for p in states] == [{"next_index": 4}] * 2
