@@ -127,8 +127,9 @@ class Prepared:
                 raise ValueError(f"prepared shard {path!r} is corrupt: {size} bytes, the "
                                  f"manifest says {shard['bytes']}")
             paths.append(path)
-        if not paths:
-            raise ValueError(f"prepared directory {self.directory!r} has no {name} examples")
+        if not paths or not self.split(name)["records"]:
+            raise ValueError(f"prepared directory {self.directory!r} has no {name} examples "
+                             f"(its corpus yields none at this max_seq_len)")
         try:
             source = grain.sources.ArrayRecordDataSource(paths)
         except Exception as e:  # array_record raises RuntimeError/ValueError on a bad file
