@@ -295,7 +295,7 @@ def _tokenized(split: str) -> "_SentenceParts":
 
 
 class _SentenceParts:
-    """[i] -> document i's tokenised sentences (as `pretraining.TokenizedDocuments` gives
+    """[i] -> document i's tokenised sentences (as `pretraining.tokenize_documents` gives
     them), from the part of pass 1 that holds it: any document of the split at the cost of
     a slice, so a random-next segment never tokenises again."""
 
@@ -338,10 +338,8 @@ class _SentenceParts:
 def _sentence_part(job: dict) -> dict:
     """Pass 1 of BERT: a document shard tokenised, its sentences' tokens in one array."""
     wp, output, split = _STATE["tokenizer"], _STATE["output"], job["split"]
-    documents = pretraining.TokenizedDocuments(_documents(split), wp,
-                                               cache_size=job["stop"] - job["start"])
-    documents.prefetch(range(job["start"], job["stop"]))
-    docs = [documents[i] for i in range(job["start"], job["stop"])]
+    docs = pretraining.tokenize_documents(_documents(split), range(job["start"], job["stop"]),
+                                          wp)
     sentences = [s for d in docs for s in d]
     arrays = {"tokens": (np.concatenate(sentences) if sentences else np.zeros(0, np.int64)
                          ).astype(_STATE["dtype"]),

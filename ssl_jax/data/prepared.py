@@ -179,6 +179,23 @@ def open_all(config) -> list[tuple[str, float, Prepared]]:
     return out
 
 
+def train_view(entries) -> tuple[dict, np.ndarray, dict]:
+    """What a task takes from `open_all`'s entries: each source's train records by name,
+    their summed training-token counts (the unigram baselines), and each source's split
+    sizes for the report."""
+    sources = {name: p.source("train") for name, _, p in entries}
+    counts = sum(p.token_counts("train") for _, _, p in entries)
+    sizes = {name: {s: {k: p.split(s)[k] for k in ("documents", "tokens", "records")}
+                    for s in ("train", "validation")}
+             for name, _, p in entries}
+    return sources, counts, sizes
+
+
+def origins(entries) -> dict:
+    """Where each source's text came from (its manifest's corpus fields) and its directory."""
+    return {name: dict(p.manifest["corpus"], prepared=p.directory) for name, _, p in entries}
+
+
 def parse_mixture(value) -> list[tuple[str, float, str]]:
     """`data.mixture` -> [(name, weight normalised to sum 1, dir)]. Accepts 'DIR:W,DIR:W'
     (the command line) or a list of (dir, weight) pairs (a config file). The name is the

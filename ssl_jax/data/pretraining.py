@@ -14,7 +14,6 @@ examples in the same order: document by document, the copies of a document toget
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 
@@ -167,38 +166,17 @@ def _make_instance(chunk, documents, doc_index, target, max_tokens, nsp, cls, se
     return Instance(np.asarray(tokens, np.int32), np.asarray(segment_ids, np.int32), label), unused
 
 
-class TokenizedDocuments:
-    """A corpus split's documents (`corpora.Documents`, or any sequence of sentence lists)
-    tokenised on demand and kept in a bounded cache: [i] -> document i's non-empty
-    tokenised sentences. `prefetch` tokenises a range in one batch (a shard's own
-    documents); other reads are the random-next segments, one document each."""
-
-    def __init__(self, documents, wordpiece, cache_size: int = 4096):
-        self.documents, self.wordpiece, self.cache_size = documents, wordpiece, cache_size
-        self._cache: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self.documents)
-
-    def prefetch(self, indices) -> None:
-        todo = [i for i in indices if i not in self._cache]
-        texts = [self.documents[i] for i in todo]
-        flat = self.wordpiece.encode_batch([s for d in texts for s in d]) if texts else []
-        start = 0
-        for i, d in zip(todo, texts):
-            self._keep(i, [t for t in flat[start:start + len(d)] if len(t)])
-            start += len(d)
-
-    def __getitem__(self, i: int) -> list[np.ndarray]:
-        if i not in self._cache:
-            self.prefetch([i])
-        self._cache.move_to_end(i)
-        return self._cache[i]
-
-    def _keep(self, i: int, sentences: list[np.ndarray]) -> None:
-        self._cache[i] = sentences
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+def tokenize_documents(documents, indices, wordpiece) -> list[list[np.ndarray]]:
+    """Documents `indices` of `documents` (`corpora.Documents`, or any sequence of sentence
+    lists) tokenised in one batch: each its non-empty tokenised sentences (an empty document
+    stays, as an empty list, so indices keep the corpus's)."""
+    texts = [documents[i] for i in indices]
+    flat = wordpiece.encode_batch([s for d in texts for s in d]) if texts else []
+    out, start = [], 0
+    for d in texts:
+        out.append([t for t in flat[start:start + len(d)] if len(t)])
+        start += len(d)
+    return out
 
 
 def masking_spec(data_config, max_seq_len: int) -> MaskingSpec:

@@ -18,11 +18,15 @@ def unigram_log_probs(counts: np.ndarray, is_special: np.ndarray,
 def unigram_mlm_loss(task) -> float:
     """Cross-entropy of the held-out masked targets under the unigram distribution of the
     training text (`task.train_counts`): the best an MLM that ignores context can do."""
-    wp = task.wordpiece
-    log_p = unigram_log_probs(task.train_counts, wp.is_special)
-    nll = weight = 0.0
-    for e in task.eval_examples():
-        used = e["masked_weights"] > 0
-        nll += float(-log_p[e["masked_ids"][used]].sum())
-        weight += float(used.sum())
-    return nll / weight
+    log_p = unigram_log_probs(task.train_counts, task.wordpiece.is_special)
+    return held_out_cross_entropy(log_p, task.eval_examples(), "masked_ids", "masked_weights")
+
+
+def held_out_cross_entropy(log_p: np.ndarray, examples, targets: str, weights: str) -> float:
+    """Mean -log_p over the examples' targets (`e[targets]` where `e[weights]` > 0)."""
+    nll = count = 0.0
+    for e in examples:
+        used = e[weights] > 0
+        nll += float(-log_p[e[targets][used]].sum())
+        count += float(used.sum())
+    return nll / count

@@ -154,21 +154,14 @@ class BertPretrainTask(LoadedTask, BertPretrain):
         self.wordpiece = tokenizer.load_vocab(os.path.join(first.tokenizer_dir, "vocab.txt"),
                                               config.data.lowercase)
         tokenizer.save(self.wordpiece, os.path.join(workdir, "tokenizer"))
-        self.sources = {name: p.source("train") for name, _, p in self.prepared}
-        self.train_counts = sum(p.token_counts("train") for _, _, p in self.prepared)
-        self.corpus = {name: {s: {k: p.split(s)[k] for k in ("documents", "tokens", "records")}
-                              for s in ("train", "validation")}
-                       for name, _, p in self.prepared}
+        self.sources, self.train_counts, self.corpus = prepared.train_view(self.prepared)
         self._eval_examples = None
         return {"vocab_size": self.wordpiece.vocab_size}
 
     def _tokenize(self, documents):
         """Every document (an empty one too: the indices stay the corpus's), its non-empty
         tokenised sentences."""
-        tokens = pretraining.TokenizedDocuments(documents, self.wordpiece,
-                                                cache_size=len(documents))
-        tokens.prefetch(range(len(documents)))
-        return [tokens[i] for i in range(len(documents))]
+        return pretraining.tokenize_documents(documents, range(len(documents)), self.wordpiece)
 
     def _decoder(self, prepared_dir, *, masked: bool):
         return prepared_dir.bert_decoder(masked=masked, max_predictions=self.spec.max_predictions,
@@ -245,8 +238,7 @@ class BertPretrainTask(LoadedTask, BertPretrain):
 
     def describe(self):
         corpus = (self.config.data.corpus if self.prepared is None
-                  else {name: dict(p.manifest["corpus"], prepared=p.directory)
-                        for name, _, p in self.prepared})
+                  else prepared.origins(self.prepared))
         return {"corpus": corpus, "documents": self.corpus,
                 "vocab_size": self.wordpiece.vocab_size,
                 "train_sequences": self.num_train_sequences(),

@@ -9,7 +9,7 @@ import numpy as np
 
 from ssl_jax.data import bpe, corpora, mixture, packing, prepared
 from ssl_jax.data.batching import training_batches, with_example_weight
-from ssl_jax.eval.baselines import unigram_log_probs
+from ssl_jax.eval.baselines import held_out_cross_entropy, unigram_log_probs
 from ssl_jax.models.gpt import GptLM, document_mask, gpt_config
 from ssl_jax.models.losses import tied_cross_entropy
 from ssl_jax.tasks.base import LoadedTask, Task, mixture_stats
@@ -105,11 +105,7 @@ class GptPretrainTask(LoadedTask, GptPretrain):
         first = self.prepared[0][2]
         self.tokenizer = bpe.load_tokenizer(first.tokenizer_dir)
         self.tokenizer.save(os.path.join(workdir, "tokenizer"))
-        self.sources = {name: p.source("train") for name, _, p in self.prepared}
-        self.train_counts = sum(p.token_counts("train") for _, _, p in self.prepared)
-        self.corpus = {name: {s: {k: p.split(s)[k] for k in ("documents", "tokens", "records")}
-                              for s in ("train", "validation")}
-                       for name, _, p in self.prepared}
+        self.sources, self.train_counts, self.corpus = prepared.train_view(self.prepared)
         self._eval = None
         return {"vocab_size": self.tokenizer.vocab_size}
 
@@ -140,12 +136,8 @@ class GptPretrainTask(LoadedTask, GptPretrain):
         model ignoring all context gets."""
         size = self.tokenizer.vocab_size
         log_p = unigram_log_probs(self.train_counts, np.zeros(size, bool))
-        nll = count = 0.0
-        for e in self.eval_examples():
-            used = e["target_weights"] > 0
-            nll += float(-log_p[e["target_ids"][used]].sum())
-            count += float(used.sum())
-        return nll / count
+        return held_out_cross_entropy(log_p, self.eval_examples(), "target_ids",
+                                      "target_weights")
 
     def describe(self):
         if self.prepared is None:
@@ -154,8 +146,7 @@ class GptPretrainTask(LoadedTask, GptPretrain):
                      "eval_windows": len(self.held_out),
                      "eval_tokens": self.held_out.num_targets}
         else:
-            sizes = {"corpus": {name: dict(p.manifest["corpus"], prepared=p.directory)
-                                for name, _, p in self.prepared},
+            sizes = {"corpus": prepared.origins(self.prepared),
                      "train_windows": sum(len(s) for s in self.sources.values()),
                      "train_tokens": sum(p.split("train")["targets"]
                                          for _, _, p in self.prepared),
