@@ -40,6 +40,27 @@ def run_main(capsys, main, *argv) -> Done:
     return Done(code, out.out, out.err)
 
 
+def stopped_by_sigterm(cmd: list[str], metrics_path: str, after_lines: int,
+                       env: dict | None = None) -> Done:
+    """Starts `cmd` (a training command), sends it SIGTERM once its metrics.jsonl holds
+    `after_lines` lines (or after 240 s, or when it ends first), and waits for it."""
+    import signal
+    import subprocess
+    import time
+
+    from ssl_jax.train.metrics import read_metrics
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while (len(read_metrics(metrics_path)) < after_lines and time.time() < deadline
+           and proc.poll() is None):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    return Done(proc.returncode, out, err)
+
+
 def tiny_config(arg: str = "tiny", **fields):
     """experiments/bert/pretrain.py at test size: 64 tokens, batch 8, small vocab."""
     from ssl_jax import config as config_lib

@@ -16,7 +16,7 @@ from ssl_jax import config as config_lib
 from ssl_jax.data import prepare, prepared
 from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from ssl_jax.tasks.gpt_pretrain import GptPretrainTask
-from tests.conftest import ROOT, run_main, tiny_config
+from tests.conftest import ROOT, run_main, stopped_by_sigterm, tiny_config
 
 BERT = "experiments/bert/pretrain.py:tiny"
 GPT = "experiments/gpt/pretrain.py:gpt-tiny,seq_len=64,vocab=2000"
@@ -328,17 +328,11 @@ def test_training_on_prepared_data_resumes_exactly_after_sigterm(bert_dir, tmp_p
             f"--config.data.prepared={bert_dir}", "--config.log_every_steps=1",
             "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000",
             "--config.num_eval_batches=1", "--config.data_threads=1"]
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), "--no-progress",
-                             *map(str, args)], env=dict(os.environ, PYTHONPATH=ROOT),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 240
-    while len(read_metrics(metrics)) < 4 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    stopped = json.loads(out.strip().splitlines()[-1])["step"]
-    assert 4 <= stopped < total, err[-2000:]
+    stopped_run = stopped_by_sigterm(
+        [sys.executable, os.path.join(ROOT, "launch.py"), "--no-progress", *map(str, args)],
+        os.path.join(workdir, "metrics.jsonl"), 4, dict(os.environ, PYTHONPATH=ROOT))
+    stopped = json.loads(stopped_run.stdout.strip().splitlines()[-1])["step"]
+    assert 4 <= stopped < total, stopped_run.stderr[-2000:]
     done = _launch(*args)  # the same command
     assert json.loads(done.stdout.strip().splitlines()[-1])["resumed_from"] == stopped
     assert done.returncode == 0, done.stderr[-2000:]

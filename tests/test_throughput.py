@@ -81,7 +81,6 @@ def test_generate_floor_by_hand():
     row), over the bandwidth the fastest of the streaming passes reached on those parameter
     bytes (matrix-vector products over every weight, a sum over every weight, a sum over
     the largest one, scaled)."""
-    import jax
     import jax.numpy as jnp
 
     a = throughput.parse(["--model", "gpt", "--mode", "generate", "--layers", "2", "--hidden",

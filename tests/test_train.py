@@ -2,10 +2,8 @@
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +14,7 @@ from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, stopped_by_sigterm, tiny_config
 
 
 def _losses(workdir):
@@ -98,16 +96,9 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
            "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
            "--config.eval_every_steps=1000", "--config.num_eval_batches=1"]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 240
-    while len(read_metrics(metrics)) < 5 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    summary = json.loads(out.strip().splitlines()[-1])
+    stopped_run = stopped_by_sigterm(cmd, os.path.join(workdir, "metrics.jsonl"), 5, env)
+    assert stopped_run.returncode == 0, stopped_run.stderr[-2000:]
+    summary = json.loads(stopped_run.stdout.strip().splitlines()[-1])
     assert summary["ended"].startswith("stopped by signal SIGTERM")
     stopped = summary["step"]
     assert 5 <= stopped < 400
