@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     import jax
-    from ssl_jax.sweep import run_sweep
+    from ssl_jax.sweep import run_sweep, stopped_signal
     from ssl_jax.transfer import run
 
     path, arg = config_lib.split_spec(args.config)
@@ -153,6 +153,9 @@ def main(argv: list[str]) -> int:
                              args.sweep_points)
             if jax.process_index() == 0:  # process 0 writes the sweep's tables
                 print(open(os.path.join(args.workdir, "sweep.md")).read())
+            stopped = stopped_signal(rows)
+            if stopped:
+                return exit_status({"signal": stopped})
             return 0 if all(not r["status"].startswith("failed") for r in rows) else 1
         summary = train(config_lib.build_config(module, arg, overrides), args.workdir)
     except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
@@ -160,7 +163,15 @@ def main(argv: list[str]) -> int:
         return 2
     if jax.process_index() == 0:
         print(json.dumps(summary))
-    return 0
+    return exit_status(summary)
+
+
+def exit_status(summary: dict) -> int:
+    """0 for a finished (or paused) run; 128 + the signal's number for a run stopped by a
+    signal (SIGTERM: 143, SIGINT: 130), as a shell reports a process the signal killed, so a
+    scheduler can tell a pre-emption from success (the checkpoint is saved; re-run to resume)."""
+    import signal
+    return 128 + signal.Signals[summary["signal"]].value if "signal" in summary else 0
 
 
 if __name__ == "__main__":

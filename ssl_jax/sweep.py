@@ -154,6 +154,8 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
         for point in plan:
             point_dir = os.path.join(workdir, point_dirname(point.name))
             finish(point, lambda: train_fn(point.config, point_dir))
+            if stopped_signal(rows):  # pre-empted: the later points must not start
+                break
         return rows
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(_run_point_process, module.__file__, point,
@@ -162,6 +164,15 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
         for future in concurrent.futures.as_completed(futures):
             finish(futures[future], future.result)
     return rows
+
+
+def stopped_signal(rows: list[dict]) -> str | None:
+    """The signal that stopped a point of the sweep ("SIGTERM", ...), or None."""
+    for row in rows:
+        match = re.match(r"stopped by signal (SIG\w+)", str(row.get("status", "")))
+        if match:
+            return match.group(1)
+    return None
 
 
 def _run_point_process(path: str, point: Point, point_dir: str) -> dict:

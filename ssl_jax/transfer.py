@@ -49,7 +49,13 @@ def run_transfer(config, workdir: str, train: Callable) -> dict[str, Any]:
     for run_config, run_dir in [(config.pretrain, pretrain_dir), *stages.values()]:
         check_resume(run_config, run_dir)
     pretrain = train(config.pretrain, pretrain_dir)
-    summaries = {stage: train(*stages[stage]) for stage in STAGES}
+    if "signal" in pretrain:  # stopped (pre-empted): the next stage must not start
+        return dict(pretrain, stage="pretrain")
+    summaries = {}
+    for stage in STAGES:
+        summaries[stage] = train(*stages[stage])
+        if "signal" in summaries[stage]:
+            return dict(summaries[stage], stage=f"finetune_{stage}")
     return write_comparison(workdir, pretrain, summaries)
 
 

@@ -6,6 +6,7 @@ import os
 import jax.numpy as jnp
 import pytest
 
+import launch
 from ssl_jax import embed, generate
 from ssl_jax import preview
 from ssl_jax.data import tokenize
@@ -139,3 +140,21 @@ def test_a_missing_checkpoint_step_names_the_kept_steps(tmp_path):
             ckpt.restore_params({"w": jnp.zeros(2)}, step=step)
     assert float(ckpt.restore_params({"w": jnp.zeros(2)}, step=3)["w"][0]) == 1.0
     ckpt.close()
+
+
+def test_a_transfer_stage_stopped_by_a_signal_starts_no_later_stage(tmp_path):
+    """A pre-empted pre-training stage returns its summary (with the signal, so launch.py
+    exits 128 + its number); fine-tuning from a half-trained encoder must not start."""
+    from ssl_jax import config as config_lib
+    from ssl_jax.transfer import run_transfer
+
+    config = config_lib.load_config(os.path.join(ROOT, "experiments/quickstart.py"), [])
+    calls = []
+
+    def train(run_config, run_dir):
+        calls.append(os.path.basename(run_dir))
+        return {"ended": "stopped by signal SIGTERM at step 3", "step": 3, "signal": "SIGTERM"}
+
+    out = run_transfer(config, str(tmp_path), train)
+    assert calls == ["pretrain"] and out["stage"] == "pretrain"
+    assert launch.exit_status(out) == 143 and launch.exit_status({"ended": "completed"}) == 0

@@ -257,6 +257,8 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
         checkpointer.close()
         writer.close()
     summary = {"ended": ended, "step": int(jax.device_get(parallel.get_state(state).step)),
+               # a run stopped by a signal: its name, so the command exits 128 + its number
+               **({"signal": signal.Signals(stop.signal).name} if stop.signal else {}),
                "resumed_from": resumed_from, "best_checkpoint": checkpointer.best_step(),
                "selection": f"{task.best_metric}:{task.best_mode}",
                **{k: v for k, v in last.items() if k != "step"}}
