@@ -185,9 +185,11 @@ def _run_point_process(path: str, point: Point, point_dir: str) -> dict:
     os.makedirs(point_dir, exist_ok=True)
     with open(os.path.join(point_dir, "launch.log"), "w") as log:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-    if done.returncode != 0:
+    lines = done.stdout.strip().splitlines()
+    summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if done.returncode != 0 and "signal" not in summary:  # stopped by a signal: 128 + its number
         raise RuntimeError(f"exit code {done.returncode}; see {point_dir}/launch.log")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
 
 
 def selection_key(rows: list[dict]) -> tuple[str, str] | None:
