@@ -137,6 +137,7 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
             logged = {k for r in read_metrics(os.path.join(point_dir, "metrics.jsonl"))
                       for k in r}
             row.update(status=summary["ended"], step=summary["step"],
+                       **({"signal": summary["signal"]} if "signal" in summary else {}),
                        selection=summary.get("selection", "eval_loss:min"),
                        **{k: summary[k] for k in summary if isinstance(summary[k], float)})
             # measured when the run ended (a probe, ...), not logged during it
@@ -168,11 +169,7 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
 
 def stopped_signal(rows: list[dict]) -> str | None:
     """The signal that stopped a point of the sweep ("SIGTERM", ...), or None."""
-    for row in rows:
-        match = re.match(r"stopped by signal (SIG\w+)", str(row.get("status", "")))
-        if match:
-            return match.group(1)
-    return None
+    return next((row["signal"] for row in rows if "signal" in row), None)
 
 
 def _run_point_process(path: str, point: Point, point_dir: str) -> dict:

@@ -48,15 +48,13 @@ def run_transfer(config, workdir: str, train: Callable) -> dict[str, Any]:
     # refused before the pre-training stage is touched)
     for run_config, run_dir in [(config.pretrain, pretrain_dir), *stages.values()]:
         check_resume(run_config, run_dir)
-    pretrain = train(config.pretrain, pretrain_dir)
-    if "signal" in pretrain:  # stopped (pre-empted): the next stage must not start
-        return dict(pretrain, stage="pretrain")
     summaries = {}
-    for stage in STAGES:
-        summaries[stage] = train(*stages[stage])
-        if "signal" in summaries[stage]:
-            return dict(summaries[stage], stage=f"finetune_{stage}")
-    return write_comparison(workdir, pretrain, summaries)
+    for stage, (run_config, run_dir) in [("pretrain", (config.pretrain, pretrain_dir)),
+                                         *stages.items()]:
+        summaries[stage] = train(run_config, run_dir)
+        if "signal" in summaries[stage]:  # stopped (pre-empted): no later stage starts
+            return dict(summaries[stage], stage=os.path.basename(run_dir))
+    return write_comparison(workdir, summaries.pop("pretrain"), summaries)
 
 
 def write_comparison(workdir: str, pretrain: dict, summaries: dict[str, dict]) -> dict:
