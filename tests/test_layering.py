@@ -26,7 +26,8 @@ LAYERS: dict[int, tuple[str, ...]] = {
     4: ("ssl_jax.eval", "ssl_jax.interop"),
     5: ("ssl_jax.tasks",),
     6: ("ssl_jax.transfer", "ssl_jax.sweep", "ssl_jax.generate", "ssl_jax.embed",
-        "ssl_jax.preview", "ssl_jax.plan", "ssl_jax.predict"),  # the commands and orchestration
+        "ssl_jax.preview", "ssl_jax.plan", "ssl_jax.predict",
+        "ssl_jax.cluster"),  # the commands and orchestration, and where runs execute
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}
 

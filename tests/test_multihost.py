@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import launch
+from ssl_jax.cluster.distributed import NO_CLUSTER
 from ssl_jax.data.batching import training_batches
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.metrics import read_metrics
@@ -231,7 +232,7 @@ def test_distributed_without_a_cluster_is_one_line(tmp_path):
                            os.path.join(ROOT, "experiments/bert/pretrain.py:tiny"), "--workdir",
                            str(workdir), "--distributed"], env=dict(env, JAX_PLATFORMS="cpu"),
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr == f"error: {launch.NO_CLUSTER}\n", done.stderr
+    assert done.returncode == 2 and done.stderr == f"error: {NO_CLUSTER}\n", done.stderr
     assert done.stdout == "" and not workdir.exists()
 
 

@@ -12,6 +12,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from ssl_jax.data.batching import eval_batches, with_example_weight
@@ -47,15 +48,21 @@ def check_config(config) -> Parallel:
     return parallel
 
 
+# SIGUSR2: the pre-emption / time-limit warning of Slurm and submitit (which requeues the
+# job once the loop has saved and returned, ssl_jax.cluster.job)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
 class _StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and returns at the next step."""
+    """SIGTERM/SIGINT/SIGUSR2 set a flag; the loop saves a checkpoint and returns at the next
+    step (a multi-process run: at the next log step that every process agrees on)."""
 
     def __init__(self):
         self.signal: int | None = None
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handlers
@@ -66,6 +73,46 @@ class _StopRequest:
         if self.signal is not None:  # a second signal: stop now
             raise KeyboardInterrupt
         self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, step: int, every: int) -> bool:
+        """Whether to stop at `step`. One process: as soon as a signal came. Several: every
+        `every` steps they compare flags (an all-gather), so all stop at the same step (a
+        process that stopped alone would leave the others waiting in a collective)."""
+        if jax.process_count() == 1:
+            return self.signal is not None
+        if step % every:
+            return False
+        flags = multihost_utils.process_allgather(np.asarray(self.signal or 0, np.int32))
+        agreed = int(np.max(flags))
+        if agreed and self.signal is None:
+            self.signal = agreed  # another process's signal: stop under its name
+        return agreed != 0
+
+
+class _ReportInterrupt(BaseException):
+    """A signal while a completed run measures and writes its report."""
+
+
+class _GuardReport:
+    """While finish() and the report run: a stop signal aborts them (raises
+    _ReportInterrupt) instead of killing the process mid-write (every file is written whole,
+    so the workdir stays consistent and a re-run of the command redoes this part)."""
+
+    def __enter__(self):
+        self._previous = {}
+        for sig in STOP_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        raise _ReportInterrupt(signum)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -223,7 +270,8 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
                     last = check(*pending)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
                 pending = (step, metrics)
-                stopping = stop.signal is not None or step - start == stop_after
+                stopping = (stop.agreed(step, config.log_every_steps)
+                            or step - start == stop_after)
                 is_eval = step % config.eval_every_steps == 0 or step == total
                 is_ckpt = (step % config.checkpoint_every_steps == 0 or step == total
                            or stopping)
@@ -258,7 +306,8 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
         writer.close()
     summary = {"ended": ended, "step": int(jax.device_get(parallel.get_state(state).step)),
                # a run stopped by a signal: its name, so the command exits 128 + its number
-               **({"signal": signal.Signals(stop.signal).name} if stop.signal else {}),
+               **({"signal": signal.Signals(stop.signal).name}
+                  if ended.startswith("stopped") else {}),
                "resumed_from": resumed_from, "best_checkpoint": checkpointer.best_step(),
                "selection": f"{task.best_metric}:{task.best_mode}",
                **{k: v for k, v in last.items() if k != "step"}}
@@ -267,7 +316,14 @@ def _train(config, workdir: str, run_dir: RunDir, task, parallel: Parallel, prog
     if is_primary():  # the workdir's one writer (the others return the summary without
         # what finish() measures)
         if ended == "completed":
-            summary.update(task.finish(params, workdir))
-            report.write_report(workdir, config, task.describe(), summary)
+            try:
+                with _GuardReport():
+                    summary.update(task.finish(params, workdir))
+                    report.write_report(workdir, config, task.describe(), summary)
+            except _ReportInterrupt as e:
+                name = signal.Signals(e.args[0]).name
+                summary.update(ended=f"trained to step {summary['step']}, then stopped by "
+                                     f"signal {name} while writing the report; re-run the "
+                                     f"same command to complete it", signal=name)
         write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
