@@ -40,10 +40,10 @@ def run_main(capsys, main, *argv) -> Done:
     return Done(code, out.out, out.err)
 
 
-def stopped_by_sigterm(cmd: list[str], metrics_path: str, after_lines: int,
-                       env: dict | None = None) -> Done:
-    """Starts `cmd` (a training command), sends it SIGTERM once its metrics.jsonl holds
-    `after_lines` lines (or after 240 s, or when it ends first), and waits for it."""
+def stopped_by_signal(cmd: list[str], metrics_path: str, after_lines: int,
+                      env: dict | None = None, sig: int | None = None) -> Done:
+    """Starts `cmd` (a training command), sends it `sig` (SIGTERM) once its metrics.jsonl
+    holds `after_lines` lines (or after 240 s, or when it ends first), and waits for it."""
     import signal
     import subprocess
     import time
@@ -56,7 +56,7 @@ def stopped_by_sigterm(cmd: list[str], metrics_path: str, after_lines: int,
     while (len(read_metrics(metrics_path)) < after_lines and time.time() < deadline
            and proc.poll() is None):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM if sig is None else sig)
     out, err = proc.communicate(timeout=120)
     return Done(proc.returncode, out, err)
 

@@ -16,7 +16,7 @@ from ssl_jax import config as config_lib
 from ssl_jax.data import prepare, prepared
 from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from ssl_jax.tasks.gpt_pretrain import GptPretrainTask
-from tests.conftest import ROOT, run_main, stopped_by_sigterm, tiny_config
+from tests.conftest import ROOT, run_main, stopped_by_signal, tiny_config
 
 BERT = "experiments/bert/pretrain.py:tiny"
 GPT = "experiments/gpt/pretrain.py:gpt-tiny,seq_len=64,vocab=2000"
@@ -328,7 +328,7 @@ def test_training_on_prepared_data_resumes_exactly_after_sigterm(bert_dir, tmp_p
             f"--config.data.prepared={bert_dir}", "--config.log_every_steps=1",
             "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000",
             "--config.num_eval_batches=1", "--config.data_threads=1"]
-    stopped_run = stopped_by_sigterm(
+    stopped_run = stopped_by_signal(
         [sys.executable, os.path.join(ROOT, "launch.py"), "--no-progress", *map(str, args)],
         os.path.join(workdir, "metrics.jsonl"), 4, dict(os.environ, PYTHONPATH=ROOT))
     stopped = json.loads(stopped_run.stdout.strip().splitlines()[-1])["step"]

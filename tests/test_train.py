@@ -15,7 +15,7 @@ from ssl_jax.tasks.bert_pretrain import BertPretrainTask
 from ssl_jax.train.checkpoint import Checkpointer
 from ssl_jax.train.loop import train_and_evaluate
 from ssl_jax.train.metrics import read_metrics
-from tests.conftest import ROOT, stopped_by_sigterm, tiny_config
+from tests.conftest import ROOT, stopped_by_signal, tiny_config
 
 
 def _losses(workdir):
@@ -97,7 +97,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
            "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
            "--config.eval_every_steps=1000", "--config.num_eval_batches=1"]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    stopped_run = stopped_by_sigterm(cmd, os.path.join(workdir, "metrics.jsonl"), 5, env)
+    stopped_run = stopped_by_signal(cmd, os.path.join(workdir, "metrics.jsonl"), 5, env)
     # 128 + SIGTERM's number, as a shell reports a killed process: a scheduler sees a
     # pre-emption, not a success; summary.json says where it stopped
     assert stopped_run.returncode == 128 + signal.SIGTERM, stopped_run.stderr[-2000:]
@@ -114,6 +114,40 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["resumed_from"] == stopped
     assert sorted(_losses(workdir)) == list(range(1, stopped + 4))
+
+
+# launch.py with the report's writer replaced by Ctrl-C: a signal while the report is written
+_CTRL_C_IN_REPORT = """
+import signal, sys
+from ssl_jax.train import report
+report.write_report = lambda *args, **kwargs: signal.raise_signal(signal.SIGINT)
+import launch
+sys.exit(launch.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_report_is_written_leaves_a_workdir_the_next_run_completes(tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ["--config", os.path.join(ROOT, "experiments/bert/pretrain.py:tiny,steps=2"),
+            "--workdir", workdir, "--no-progress", "--config.max_seq_len=32",
+            "--config.batch_size=4", "--config.data.vocab_size=1000",
+            "--config.data.dupe_factor=1", "--config.num_eval_batches=1"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    stopped = subprocess.run([sys.executable, "-c", _CTRL_C_IN_REPORT, *args], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["signal"] == "SIGINT" and summary["step"] == 2
+    assert "while writing the report; re-run the same command" in summary["ended"]
+    assert not os.path.exists(os.path.join(workdir, "report.md"))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ended"] == "completed" and summary["resumed_from"] == 2
+    assert os.path.exists(os.path.join(workdir, "report.md"))
+    assert sorted(_losses(workdir)) == [1, 2]  # nothing trained twice
 
 
 def test_workdir_has_every_artifact(tmp_path):

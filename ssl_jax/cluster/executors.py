@@ -116,9 +116,10 @@ def check_executor_args(args) -> None:
         if "time_min" not in typed:
             raise ValueError("--executor slurm needs --slurm.time_min MINUTES (the job's time "
                              "limit; Slurm's default would stop it after 5 minutes)")
-        if shutil.which("sbatch") is None:
-            raise ValueError("--executor slurm: sbatch is not on PATH; submit from a Slurm "
-                             "login node")
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            raise ValueError(f"--executor slurm: {' and '.join(missing)} not on PATH; submit "
+                             f"from a Slurm login node")
 
 
 def make_executor(kind: str, folder: str, options: dict[str, Any]):
@@ -172,7 +173,7 @@ def submit_run(kind: str, options: dict, config_spec: str, overrides, workdir: s
         return None
     _wait([job])
     try:
-        return job.result()
+        return job.results()[0]  # task 0: the one that writes the workdir
     except Exception:  # stopped by a signal (exit 128 + N, summary.json says so) or failed
         summary = _read_summary(workdir)
         if "signal" not in summary:
