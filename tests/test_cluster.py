@@ -74,7 +74,13 @@ def test_local_jobs_give_the_inline_sweep_table(sweeps):
     inline, _ = sweeps["inline"]
     local, done = sweeps["local"]
     assert _table(local) == _table(inline)
-    assert [r["status"] for r in _table(local)] == ["completed", "completed"]
+    rows = open(os.path.join(inline, "sweep.csv")).read().splitlines()
+    assert rows[0].startswith("name,arg,status,step,selection,eval_loss") and len(rows) == 3
+    assert rows[2].startswith('nsp=False,"tiny,steps=2 --config.data.nsp=false",completed,2,')
+    for workdir in (inline, local):
+        assert os.path.exists(os.path.join(workdir, "nsp=False", "report.md"))
+        assert "| mask_rate=0.15 | completed |" in open(os.path.join(workdir, "sweep.md")).read()
+        assert os.path.getsize(os.path.join(workdir, "sweep.png")) > 0  # a bar per point
     # each point its own job, announced with its log
     submitted = [line for line in done.stdout.splitlines() if line.startswith("submitted")]
     assert len(submitted) == 2
@@ -245,13 +251,14 @@ def test_a_two_task_job_equals_one_process_with_the_same_devices(tmp_path):
 
 @pytest.fixture
 def fake_sbatch(tmp_path, monkeypatch):
-    """An `sbatch` on PATH that keeps the submission file and answers as Slurm does (and
-    an `srun`, which submitit looks for to know it is on a Slurm cluster)."""
+    """An `sbatch` on PATH that keeps the submission file and answers as Slurm does, an
+    `squeue` that lists the ids in tmp_path/queued, and an `srun` (submitit looks for it)."""
     bin_dir, kept = tmp_path / "bin", tmp_path / "submitted.sh"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {kept}\necho "Submitted batch job 4242"\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    for tool in ("sbatch", "srun"):
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\ncat {tmp_path / 'queued'} 2>/dev/null\nexit 0\n")
+    for tool in ("sbatch", "srun", "squeue"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return kept
@@ -284,6 +291,16 @@ def test_a_sweep_is_one_slurm_job_array(fake_sbatch, tmp_path, capsys):
     rows = state.status_rows(workdir)
     assert [(r["name"], r["state"], r["job_id"]) for r in rows] == [
         ("mask_rate=0.15", "pending", "4242_0"), ("nsp=False", "pending", "4242_1")]
+    # the same command again while 4242_1 is still queued: only the other point is submitted
+    (tmp_path / "queued").write_text("4242_1\n999\n")
+    fake_sbatch.unlink()
+    assert launch.main(["--config", f"{tmp_path / 'two.py'}:tiny", "--workdir", workdir,
+                        "--sweep", *SLURM]) == 0
+    captured = capsys.readouterr()
+    assert "nsp=False is still queued or running as job 4242_1; skipped" in captured.err
+    assert captured.out.splitlines() == [
+        f"submitted mask_rate=0.15: job 4242, log {jobs}/4242/4242_0_log.out"]  # one job
+    assert "--array" not in fake_sbatch.read_text()
 
 
 def test_a_single_run_is_one_slurm_job(fake_sbatch, tmp_path, capsys):
@@ -355,6 +372,38 @@ def test_slurm_without_sbatch_and_tpu_with_a_relative_workdir_are_refused(tmp_pa
     base = ["--config", os.path.join(ROOT, "experiments/bert/pretrain.py:tiny")]
     assert launch.main(base + ["--workdir", str(tmp_path / "w"), "--executor", "slurm",
                                "--slurm.time_min=5"]) == 2
-    assert "--executor slurm: sbatch and srun not on PATH" in capsys.readouterr().err
+    assert "--executor slurm: sbatch and srun and squeue not on PATH" in capsys.readouterr().err
     assert launch.main(base + ["--workdir", "runs/x", "--tpu", "pod", "--zone", "z"]) == 2
     assert "--workdir runs/x: with --tpu it must be a path every host" in capsys.readouterr().err
+
+
+def test_a_point_another_live_process_trains_is_skipped_and_a_dead_one_resumed(tmp_path):
+    lrs = {f"lr={lr}": {"optimizer.learning_rate": lr} for lr in (1e-4, 2e-4)}
+    module, workdir = _lr_sweep(tmp_path, lrs), str(tmp_path / "sweep")
+    run_sweep(module, "tiny", [], workdir, Flaky(stop=["lr=0.0002"]))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # another sweep command of this host is training the stopped point now
+        point = os.path.join(workdir, "lr=0.0002")
+        state.update_point(point, state="running", pid=other.pid)
+        assert [r["state"] for r in state.status_rows(workdir)] == ["done", "running"]
+        train = Flaky()
+        run_sweep(module, "tiny", [], workdir, train)
+        assert train.calls == []
+    finally:
+        other.kill()
+        other.wait()
+    # that process is gone (killed): the point shows as interrupted, and a re-run resumes it
+    assert [r["state"] for r in state.status_rows(workdir)] == ["done", "interrupted"]
+    train = Flaky()
+    rows = run_sweep(module, "tiny", [], workdir, train)
+    assert [c[0] for c in train.calls] == ["lr=0.0002"]
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+
+
+def test_running_some_points_keeps_the_others_in_the_report(tmp_path):
+    lrs = {f"lr={lr}": {"optimizer.learning_rate": lr} for lr in (1e-4, 2e-4, 3e-4)}
+    module, workdir = _lr_sweep(tmp_path, lrs), str(tmp_path / "sweep")
+    run_sweep(module, "tiny", [], workdir, Flaky(), only=["lr=0.0003"])
+    rows = run_sweep(module, "tiny", [], workdir, Flaky(), only=["lr=0.0001"])
+    assert [r["name"] for r in rows] == ["lr=0.0001", "lr=0.0003"]  # the sweep's order
+    assert [r["name"] for r in state.status_rows(workdir)] == ["lr=0.0001", "lr=0.0003"]

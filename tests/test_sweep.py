@@ -266,8 +266,11 @@ def test_tied_best_points_are_named_as_a_tie(tmp_path):
     assert "Best point" not in md
 
 
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
 def test_launch_sweep_writes_the_comparison(tmp_path, workers):
+    """(`-m slow`; the default run trains the same sweep inline and as local jobs in
+    test_cluster.py, which checks this table too.)"""
     (tmp_path / "two.py").write_text(
         '"""python launch.py --config experiments/two.py --workdir w --sweep"""\n'
         "from experiments.bert import pretrain\n"

@@ -15,6 +15,8 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -116,7 +118,7 @@ def check_executor_args(args) -> None:
         if "time_min" not in typed:
             raise ValueError("--executor slurm needs --slurm.time_min MINUTES (the job's time "
                              "limit; Slurm's default would stop it after 5 minutes)")
-        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        missing = [tool for tool in ("sbatch", "srun", "squeue") if shutil.which(tool) is None]
         if missing:
             raise ValueError(f"--executor slurm: {' and '.join(missing)} not on PATH; submit "
                              f"from a Slurm login node")
@@ -189,6 +191,14 @@ def submitter(kind: str, options: dict, config_path: str, concurrency: int, wait
 
     def submit(points, workdir: str) -> None:
         workdir = os.path.abspath(workdir)
+        if kind == "slurm":  # a re-run while the array is queued: no second job per point
+            queued = _queued_slurm_jobs()
+            for point in list(points):
+                job_id = (state.read_point(point.dir(workdir)) or {}).get("job_id")
+                if job_id in queued:
+                    print(f"sweep: {point.name} is still queued or running as job {job_id}; "
+                          f"skipped", file=sys.stderr)
+                    points.remove(point)
         if not points:
             return
         executor = make_executor(kind, _jobs_folder(workdir), options)
@@ -223,6 +233,19 @@ def submitter(kind: str, options: dict, config_path: str, concurrency: int, wait
             running = [j for j in running if not j.done()]
 
     return submit
+
+
+def _queued_slurm_jobs() -> set[str]:
+    """Ids of this user's jobs Slurm still holds (pending, running, requeued), array tasks
+    one by one ("81234_3")."""
+    import getpass
+
+    done = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-u", getpass.getuser()],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ValueError(f"squeue failed ({done.stderr.strip() or done.returncode}); cannot tell "
+                         f"which points are still queued")
+    return set(done.stdout.split())
 
 
 def _wait(jobs, any_one: bool = False, poll_s: float = 1.0) -> None:

@@ -148,8 +148,14 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
         raise ValueError(f"--sweep-workers={workers} must be >= 1")
     plan = plan_sweep(module, arg, overrides, only)
     if is_primary():
-        state.write_plan(workdir, [p.entry() for p in plan])
+        state.write_plan(workdir, [p.entry() for p in plan],
+                         None if only is None else list(sweep_points(module)))
     todo = [p for p in plan if state.needs_run(p.dir(workdir), p.hash, retry_failed)]
+    for point in [p for p in todo if state.busy_here(state.read_point(p.dir(workdir)))]:
+        print(f"sweep: {point.name} is being trained by process "
+              f"{state.read_point(point.dir(workdir))['pid']} on this host; skipped",
+              file=sys.stderr)
+        todo.remove(point)
     if len(todo) < len(plan) and is_primary():
         print(f"sweep: {len(plan) - len(todo)} of {len(plan)} points ended earlier (done, or "
               f"failed: --retry-failed re-runs those); training {len(todo)}", file=sys.stderr)

@@ -36,9 +36,15 @@ def config_hash(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write_plan(workdir: str, entries: list[dict]) -> None:
-    """entries: {"name", "names", "dir", "config_hash", "row"} per point, in order."""
+def write_plan(workdir: str, entries: list[dict], order: list[str] | None = None) -> None:
+    """entries: {"name", "names", "dir", "config_hash", "row"} per point, in order. With
+    `order` (every point name of the sweep: a run of some of its points), the points of
+    earlier runs that this one does not train stay in the plan, in the sweep's order."""
     os.makedirs(workdir, exist_ok=True)
+    if order is not None and os.path.exists(os.path.join(workdir, PLAN)):
+        merged = {e["name"]: e for e in read_plan(workdir) if e["name"] in order}
+        merged.update({e["name"]: e for e in entries})
+        entries = sorted(merged.values(), key=lambda e: order.index(e["name"]))
     write_atomic(os.path.join(workdir, PLAN), json.dumps({"points": entries}, indent=2))
 
 
@@ -76,6 +82,33 @@ def mark_running(point_dir: str, config_hash: str, job_id: str | None = None) ->
                  attempts=(previous.get("attempts", 0) if same else 0) + 1,
                  job_id=job_id if job_id is not None else previous.get("job_id"),
                  host=socket.gethostname(), pid=os.getpid(), row=None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def busy_here(record: dict | None) -> bool:
+    """Whether another live process on this host is training the point now."""
+    return bool(record and record.get("state") == "running"
+                and record.get("host") == socket.gethostname()
+                and record.get("pid") not in (None, os.getpid()) and _alive(record["pid"]))
+
+
+def shown_state(record: dict) -> str:
+    """The state `status` prints: a point left "running" by a process of this host that is
+    gone (killed, the machine restarted) is "interrupted" (a re-run resumes it)."""
+    st = record.get("state", "pending")
+    if (st == "running" and record.get("host") == socket.gethostname()
+            and record.get("pid") is not None and not _alive(record["pid"])):
+        return "interrupted"
+    return st
 
 
 def state_of(row: dict) -> str:
@@ -151,18 +184,20 @@ def status_rows(workdir: str) -> list[dict]:
     rows = ended_rows(workdir)
     selection = selection_key(rows)
     metric = selection[0] if selection else (metric_columns(rows) or ["eval_loss"])[0]
+    best = max if selection and selection[1] == "max" else min
     for entry in read_plan(workdir):
         point_dir = os.path.join(workdir, entry["dir"])
         record = read_point(point_dir) or {}
         if record.get("config_hash") != entry["config_hash"]:
             record = {}  # another run's record (the sweep's config changed): to be trained
         row = record.get("row") or {}
-        step = row.get("step")
-        if step is None:  # not ended: the last step it logged
-            logged = read_metrics(os.path.join(point_dir, "metrics.jsonl"))
+        step, value = row.get("step"), row.get(metric)
+        if step is None:  # not ended: the last step it logged, its best evaluation so far
+            logged = read_metrics(os.path.join(point_dir, "metrics.jsonl")) if record else []
             step = logged[-1]["step"] if logged else None
-        value = row.get(metric)
-        out.append({"name": entry["name"], "state": record.get("state", "pending"),
+            values = [r[metric] for r in logged if isinstance(r.get(metric), float)]
+            value = best(values) if values else None
+        out.append({"name": entry["name"], "state": shown_state(record),
                     "step": "" if step is None else step,
                     metric: "" if value is None else f"{value:.4f}",
                     "attempts": record.get("attempts", 0), "job_id": record.get("job_id") or "",
