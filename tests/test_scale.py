@@ -20,9 +20,10 @@ from tests.conftest import ROOT, tiny_config
 
 RTOL = 1e-5
 LAYOUTS = ("dp8", "fsdp8", "fsdp4_tp2", "d2_f2_t2", "pmap")
-# The default suite runs BERT under every layout and GPT and the ViT under the one that
-# exercises the most (all three mesh axes at once); -m slow runs the rest (~3 min more).
-DEFAULT = {("bert", layout) for layout in LAYOUTS} | {
+# The default suite runs BERT under every layout but fsdp4_tp2 (data=2 x fsdp=2 x tensor=2
+# holds both of its axes) and GPT and the ViT under the one that exercises the most (all
+# three mesh axes at once); -m slow runs the rest (~3 min more).
+DEFAULT = {("bert", layout) for layout in LAYOUTS if layout != "fsdp4_tp2"} | {
     (m, "d2_f2_t2") for m in ("gpt", "vit")}
 
 _CHILD = r"""

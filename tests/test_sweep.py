@@ -1,7 +1,8 @@
 """Sweeps: points are override dicts applied by the command line's parser; conflicts with the
 command line are refused; equal points run once; --sweep-points; the table's columns come
 from the runs; ties are reported. The machinery runs with a stub train function (the
-`train_fn` parameter of run_sweep); one launch test trains two tiny points for real."""
+`train_fn` parameter of run_sweep); one launch test (-m slow; test_cluster.py trains the same
+sweep by default) trains two tiny points for real."""
 import json
 import os
 import shlex
