@@ -86,6 +86,10 @@ def parse(argv=None):
     p.add_argument("--rules", choices=RULES, help="train: sharding rules (default dp)")
     p.add_argument("--peak-tflops", type=float,
                    help="per-device peak for MFU (default: by device kind, or measured)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="alternate ours and the peer this many times, each in a fresh process, "
+                        "and report every pair and the median ratio (default 3 with a peer, "
+                        "1 without)")
     p.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.mode == "generate" and a.model != "gpt":
@@ -94,6 +98,8 @@ def parse(argv=None):
                  "new_tokens"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(a, name)} must be >= 1")
+    if a.rounds is not None and a.rounds < 1:
+        p.error(f"--rounds {a.rounds} must be >= 1")
     if a.warmup is not None and a.warmup < 0:
         p.error(f"--warmup {a.warmup} must be >= 0")
     if a.hidden % a.heads:
@@ -599,6 +605,12 @@ def _finish(a, r: dict, peak: float) -> None:
     r["tokens_per_s_per_device"] = r["tokens_per_s"] / r.get("devices", 1)
 
 
+def _median_row(rows: list[dict]) -> dict:
+    """The row of the median tokens/s (the lower middle of an even count)."""
+    ranked = sorted(rows, key=lambda r: r["tokens_per_s"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
@@ -625,11 +637,16 @@ def main(argv=None) -> int:
         print(f"error: --peer on: the peer runs on the CPU; JAX here runs on "
               f"{hw['platform']}", file=sys.stderr)
         return 2
-    rows = [_worker("ours", argv, env)]
-    if a.peer != "off" and have_peer and on_cpu:
-        rows.append(_worker("peer", argv, env))
-    for r in rows:  # a CPU's measured peak is the whole machine's, whatever its fake devices
-        _finish(a, r, peak if on_cpu else peak * r.get("devices", 1))
+    with_peer = a.peer != "off" and have_peer and on_cpu
+    rounds = a.rounds if a.rounds is not None else (3 if with_peer else 1)
+    pairs = []  # (ours, peer or None) per round; ours first in each, fresh processes
+    for _ in range(rounds):
+        pair = [_worker("ours", argv, env)] + ([_worker("peer", argv, env)] if with_peer else [])
+        for r in pair:  # a CPU's measured peak is the whole machine's, whatever its fake devices
+            _finish(a, r, peak if on_cpu else peak * r.get("devices", 1))
+        pairs.append(pair)
+    # the table: each system's median round (by tokens/s)
+    rows = [_median_row([pair[i] for pair in pairs]) for i in range(len(pairs[0]))]
     generate = a.mode == "generate"
     shape = (f"batch {a.batch} prompt {a.prompt_len} + {a.new_tokens} new tokens (greedy, "
              f"KV cache)" if generate else f"batch {a.batch} seq {a.seq_len}")
@@ -671,15 +688,26 @@ def main(argv=None) -> int:
                    "device_memory_kind": ours["device_memory_kind"], "dtype": a.dtype,
                    "attention_impl": a.attention_impl, "grad_accum": a.grad_accum,
                    "mesh": a.mesh_sizes, "rules": (a.rules or "dp") if a.mesh_sizes else None})
+    result["rounds"] = [{"tokens_per_s": pair[0]["tokens_per_s"],
+                         **({"peer_tokens_per_s": pair[1]["tokens_per_s"],
+                             "ratio": pair[0]["tokens_per_s"] / pair[1]["tokens_per_s"]}
+                            if len(pair) > 1 else {})} for pair in pairs]
     if len(rows) > 1:
         peer = rows[1]
         result["peer"] = {k: peer[k] for k in ("system", "tokens_per_s", "mfu", "peak_memory_mb",
                                                "ms_per_token" if generate else "step_ms")}
         result["peer_tokens_per_s"] = peer["tokens_per_s"]
-        result["speedup"] = result["speedup_vs_peer"] = (ours["tokens_per_s"]
-                                                         / peer["tokens_per_s"])
+        # the median of the rounds' ratios (each pair ran back to back)
+        result["speedup"] = result["speedup_vs_peer"] = statistics.median(
+            r["ratio"] for r in result["rounds"])
+        if rounds > 1:
+            print()
+            for i, r in enumerate(result["rounds"], 1):
+                print(f"round {i}: ours {r['tokens_per_s']:,.0f}, peer "
+                      f"{r['peer_tokens_per_s']:,.0f} tokens/s = {r['ratio']:.2f}x")
         print(f"\nspeed-up vs peer (ours/peer): {result['speedup']:.2f}x "
-              f"{'new ' if generate else ''}tokens/s")
+              f"{'new ' if generate else ''}tokens/s"
+              f"{f' (median of {rounds} alternating rounds)' if rounds > 1 else ''}")
     if generate:  # the memory-bandwidth floor, measured in the ours worker's process
         result.update({k: ours[k] for k in ("floor_ms_per_token", "weight_bytes",
                                             "bandwidth_bytes_per_s")})

@@ -126,3 +126,33 @@ def test_generate_json_line_carries_the_floor_and_the_peer(monkeypatch, capsys):
     assert result["tokens_per_s"] == pytest.approx(200.0)
     assert result["peer_tokens_per_s"] == pytest.approx(100.0)
     assert "= 1.25x the floor; HF 10.00 ms/token" in out
+
+
+def test_rounds_alternate_fresh_workers_and_report_the_median_ratio(monkeypatch, capsys):
+    """--rounds 3: ours, peer, ours, peer, ours, peer (each a fresh worker); each pair's
+    ratio printed, the speed-up is the median ratio, the table each system's median row."""
+    import json
+
+    ours_s, peer_s, calls = iter([0.5, 0.4, 1.0]), iter([1.0, 1.0, 1.0]), []
+
+    def worker(kind, argv, env):
+        calls.append(kind)
+        row = {"system": kind, "peak_memory_mb": 1.0, "devices": 1, "device": "cpu",
+               "device_memory_mb": 1.0, "device_memory_kind": "live arrays"}
+        seconds = next(ours_s if kind == "ours" else peer_s)
+        return dict(row, step_ms=1000 * seconds, tokens_per_s=1000 / seconds,
+                    flops_per_step=1e9)
+
+    monkeypatch.setattr(throughput, "_worker", worker)
+    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
+        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
+    monkeypatch.setattr(throughput.importlib.util, "find_spec", lambda name: True)
+    assert throughput.main(["--model", "bert", "--rounds", "3"]) == 0
+    assert calls == ["ours", "peer"] * 3
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert [r["ratio"] for r in result["rounds"]] == pytest.approx([2.0, 2.5, 1.0])
+    assert result["speedup"] == pytest.approx(2.0)  # the median ratio, not a ratio of medians
+    assert result["tokens_per_s"] == pytest.approx(2000.0)  # ours' median round
+    assert "round 2: ours 2,500, peer 1,000 tokens/s = 2.50x" in out
+    assert "2.00x tokens/s (median of 3 alternating rounds)" in out
