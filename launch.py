@@ -20,9 +20,9 @@ import json
 import os
 import sys
 
+from ssl_jax.cluster import executors, exit_status
 from ssl_jax.cluster.distributed import check_distributed_args, initialize_distributed
 from ssl_jax.cluster.executors import EXECUTORS, check_executor_args, split_slurm_args
-from ssl_jax.cluster.job import exit_status
 from ssl_jax.cluster.tpu import check_tpu_args, run_on_tpu
 
 
@@ -90,7 +90,6 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import jax
-    from ssl_jax.cluster import executors
     from ssl_jax.sweep import run_sweep, stopped_signal
     from ssl_jax.transfer import run
 

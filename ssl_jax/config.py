@@ -275,24 +275,31 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
             raise ValueError(f"bad value for config key {key!r}: {raw!r} ({e})") from None
 
 
-def parse_override_args(argv: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Pulls `--config.a.b=value` (or `--config.a.b value`) out of argv."""
-    overrides, rest = [], []
+def pull_prefixed_args(argv: list[str], prefix: str,
+                       missing: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pulls `PREFIXkey=value` (or `PREFIXkey value`) out of argv -> ([(key, value)], rest);
+    `missing` (formatted with `arg` and `key`) is the error for one without a value."""
+    pulled, rest = [], []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--config."):
-            key, eq, value = arg[len("--config."):].partition("=")
+        if arg.startswith(prefix):
+            key, eq, value = arg[len(prefix):].partition("=")
             if not eq:
                 if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise ValueError(f"{arg} needs a value: {arg}=VALUE")
+                    raise ValueError(missing.format(arg=arg, key=key))
                 value = argv[i + 1]
                 i += 1
-            overrides.append((key, value))
+            pulled.append((key, value))
         else:
             rest.append(arg)
         i += 1
-    return overrides, rest
+    return pulled, rest
+
+
+def parse_override_args(argv: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pulls `--config.a.b=value` (or `--config.a.b value`) out of argv."""
+    return pull_prefixed_args(argv, "--config.", "{arg} needs a value: {arg}=VALUE")
 
 
 def read_config(workdir: str, task: str | None = None) -> ml_collections.ConfigDict:

@@ -4,6 +4,7 @@ through a stand-in `sbatch`), multi-task jobs equal to one process with the same
 pre-emption (SIGUSR2) that saves, exits 128 + 12 and is requeued to resume exactly,
 resumable sweeps and their status, the TPU pod command, and bad options as one line."""
 import csv
+import importlib
 import json
 import os
 import shlex
@@ -15,6 +16,9 @@ import pytest
 
 import launch
 from ssl_jax import config as config_lib
+# submitit, imported here rather than inside a test: its logging handler binds the sys.stderr
+# of the moment it is imported, and a test's captured stream is closed when the test ends
+importlib.import_module("ssl_jax.cluster.job")
 from ssl_jax.sweep import __main__ as sweep_command
 from ssl_jax.sweep import run_sweep, state
 from ssl_jax.train.metrics import read_metrics

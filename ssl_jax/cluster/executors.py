@@ -64,20 +64,11 @@ LOCAL_TIME_MIN = 7 * 24 * 60  # the local controller's time limit (it sends SIGU
 
 def split_slurm_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """--slurm.NAME=VALUE or --slurm.NAME VALUE pulled out of argv -> ({NAME: VALUE}, rest)."""
-    options, rest, i = {}, [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--slurm."):
-            key, eq, value = arg[len("--slurm."):].partition("=")
-            if not eq:
-                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise ValueError(f"--slurm.{key}: expected a value (--slurm.{key}=VALUE)")
-                value, i = argv[i + 1], i + 1
-            options[key] = value
-        else:
-            rest.append(arg)
-        i += 1
-    return options, rest
+    from ssl_jax import config as config_lib
+
+    options, rest = config_lib.pull_prefixed_args(
+        argv, "--slurm.", "--slurm.{key}: expected a value (--slurm.{key}=VALUE)")
+    return dict(options), rest
 
 
 def check_executor_args(args) -> None:

@@ -21,16 +21,9 @@ import zlib
 import submitit
 
 from ssl_jax import config as config_lib
+from ssl_jax.cluster import exit_status
 from ssl_jax.cluster.distributed import initialize_distributed
 from ssl_jax.sweep import state
-
-
-def exit_status(summary: dict) -> int:
-    """0 for a finished (or paused) run; 128 + the signal's number for a run stopped by a
-    signal (SIGTERM: 143, SIGINT: 130, SIGUSR2: 140), as a shell reports a process the signal
-    killed, so a scheduler can tell a pre-emption from success (the checkpoint is saved; the
-    same command resumes)."""
-    return 128 + signal.Signals[summary["signal"]].value if "signal" in summary else 0
 
 
 def coordinator_port(job_id: str) -> int:
@@ -63,10 +56,10 @@ class RunJob(submitit.helpers.Checkpointable):
             summary = run(config, workdir, progress=False)
         except Exception as e:
             if entry and primary:
-                _record(sweep_dir, workdir, state.failed_row(entry["row"], e))
+                state.record_end(sweep_dir, workdir, state.failed_row(entry["row"], e))
             raise
         if entry and primary:
-            _record(sweep_dir, workdir, state.summary_row(entry["row"], summary, workdir))
+            state.record_end(sweep_dir, workdir, state.summary_row(entry["row"], summary, workdir))
         if "signal" in summary:
             if summary["signal"] == "SIGUSR2":
                 # submitit's handler (back in place now the loop has returned): task 0
@@ -80,7 +73,3 @@ def _plan_entry(sweep_dir: str, point_dir: str) -> dict:
     name = os.path.basename(os.path.normpath(point_dir))
     return next(e for e in state.read_plan(sweep_dir) if e["dir"] == name)
 
-
-def _record(sweep_dir: str, point_dir: str, row: dict) -> None:
-    state.record_end(point_dir, row)
-    state.rebuild_tables(sweep_dir)

@@ -45,6 +45,7 @@ class Point:
     overrides: list[tuple[str, str]]
     own: list[tuple[str, str]]  # the point's overrides alone (for the table)
     config: ml_collections.ConfigDict
+    hash: str  # of the resolved config (state.config_hash): equal points share it
 
     @property
     def name(self) -> str:
@@ -54,10 +55,6 @@ class Point:
         """The point as command-line text: its config arg and --config flags."""
         flags = [f"--config.{k}={shlex.quote(v)}" for k, v in self.own]
         return " ".join(([self.arg] if self.arg else []) + flags)
-
-    @property
-    def hash(self) -> str:
-        return state.config_hash(self.config)
 
     def dir(self, workdir: str) -> str:
         return os.path.join(workdir, point_dirname(self.name))
@@ -127,11 +124,11 @@ def plan_sweep(module: ModuleType, arg: str | None, overrides=(),
         except IgnoredField as e:  # the command line's setting, in this point
             raise IgnoredField(f"sweep point {name!r}: {e} (pick points with "
                                f"--sweep-points)") from None
-        key = json.dumps(config.to_dict(), sort_keys=True, default=repr)
+        key = state.config_hash(config)
         if key in plan:
             plan[key].names.append(name)
         else:
-            plan[key] = Point([name], point_arg, own + overrides, own, config)
+            plan[key] = Point([name], point_arg, own + overrides, own, config, key)
     return list(plan.values())
 
 
@@ -151,27 +148,27 @@ def run_sweep(module: ModuleType, arg: str | None, overrides, workdir: str, trai
         state.write_plan(workdir, [p.entry() for p in plan],
                          None if only is None else list(sweep_points(module)))
     todo = [p for p in plan if state.needs_run(p.dir(workdir), p.hash, retry_failed)]
-    for point in [p for p in todo if state.busy_here(state.read_point(p.dir(workdir)))]:
-        print(f"sweep: {point.name} is being trained by process "
-              f"{state.read_point(point.dir(workdir))['pid']} on this host; skipped",
-              file=sys.stderr)
-        todo.remove(point)
+    for point in list(todo):
+        record = state.read_point(point.dir(workdir))
+        if state.busy_here(record):
+            print(f"sweep: {point.name} is being trained by process {record['pid']} on this "
+                  f"host; skipped", file=sys.stderr)
+            todo.remove(point)
     if len(todo) < len(plan) and is_primary():
         print(f"sweep: {len(plan) - len(todo)} of {len(plan)} points ended earlier (done, or "
               f"failed: --retry-failed re-runs those); training {len(todo)}", file=sys.stderr)
 
     def finish(point: Point, run) -> dict:
-        point_dir = point.dir(workdir)
+        point_dir, base = point.dir(workdir), point.entry()["row"]
         if is_primary():
             state.mark_running(point_dir, point.hash)
         try:
-            row = state.summary_row(point.entry()["row"], run(), point_dir)
+            row = state.summary_row(base, run(), point_dir)
         except Exception as e:  # a failed point is reported, the sweep goes on
             traceback.print_exc()
-            row = state.failed_row(point.entry()["row"], e)
+            row = state.failed_row(base, e)
         if is_primary():  # a multi-host sweep: process 0 writes the tables
-            state.record_end(point_dir, row)
-            state.rebuild_tables(workdir)
+            state.record_end(workdir, point_dir, row)
         return row
 
     if submit is not None:

@@ -145,8 +145,10 @@ def failed_row(base: dict, error: BaseException) -> dict:
     return dict(base, status=f"failed: {type(error).__name__}: {error}")
 
 
-def record_end(point_dir: str, row: dict) -> None:
+def record_end(workdir: str, point_dir: str, row: dict) -> None:
+    """An ended point's row into its point.json, then the sweep's tables rebuilt."""
     update_point(point_dir, state=state_of(row), row=row, step=row.get("step"))
+    rebuild_tables(workdir)
 
 
 @contextlib.contextmanager

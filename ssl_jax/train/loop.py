@@ -53,15 +53,12 @@ def check_config(config) -> Parallel:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
-class _StopRequest:
-    """SIGTERM/SIGINT/SIGUSR2 set a flag; the loop saves a checkpoint and returns at the next
-    step (a multi-process run: at the next log step that every process agrees on)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous = {}
+class _OnStopSignals:
+    """A context in which STOP_SIGNALS call `self._handle`; the previous handlers are put
+    back on exit."""
 
     def __enter__(self):
+        self._previous = {}
         for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -70,13 +67,24 @@ class _StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
+        raise NotImplementedError
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class _StopRequest(_OnStopSignals):
+    """SIGTERM/SIGINT/SIGUSR2 set a flag; the loop saves a checkpoint and returns at the next
+    step (a multi-process run: at the next log step that every process agrees on)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
 
     def agreed(self, step: int, every: int) -> bool:
         """Whether to stop at `step`. One process: as soon as a signal came. Several: every
@@ -97,26 +105,13 @@ class _ReportInterrupt(BaseException):
     """A signal while a completed run measures and writes its report."""
 
 
-class _GuardReport:
+class _GuardReport(_OnStopSignals):
     """While finish() and the report run: a stop signal aborts them (raises
     _ReportInterrupt) instead of killing the process mid-write (every file is written whole,
     so the workdir stays consistent and a re-run of the command redoes this part)."""
 
-    def __enter__(self):
-        self._previous = {}
-        for sig in STOP_SIGNALS:
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:
-                pass
-        return self
-
     def _handle(self, signum, frame):
         raise _ReportInterrupt(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _host(tree) -> dict[str, float]:
