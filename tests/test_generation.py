@@ -110,6 +110,20 @@ def test_top_k_and_top_p_by_hand():
     assert float(kept[0, 1]) == pytest.approx(np.log(0.5)) and kept[0, 0] == inf
 
 
+def test_greedy_token_is_numpy_argmax():
+    """The two-reduction greedy pick = np.argmax: first of tied maxima, the first NaN,
+    -inf rows, a 50,257-way vocabulary in a batch, and inside jit."""
+    rng = np.random.default_rng(0)
+    cases = [np.array([[1.0, 3.0, 3.0, 2.0]]), np.array([[0.0, np.nan, 5.0, np.nan]]),
+             np.full((1, 5), -np.inf), np.array([[-np.inf, -1e30, -np.inf]]),
+             rng.normal(size=(3, 50257)).astype(np.float32),
+             rng.integers(0, 4, size=(4, 50257)).astype(np.float32)]  # many ties
+    for logits in cases:
+        np.testing.assert_array_equal(np.asarray(jax.jit(gen.greedy_token)(logits)),
+                                      np.argmax(logits, axis=-1))
+        assert gen.greedy_token(jnp.asarray(logits)).dtype == jnp.int32
+
+
 def test_sampling_frequencies():
     probs = np.array([0.05, 0.5, 0.15, 0.3])
     logits = jnp.tile(jnp.log(jnp.asarray(probs))[None], (8000, 1))

@@ -62,10 +62,21 @@ def top_p_filter(logits: jax.Array, p: float) -> jax.Array:
     return jnp.where(logits < cutoff, -jnp.inf, logits)
 
 
+def greedy_token(logits: jax.Array) -> jax.Array:
+    """jnp.argmax(logits, -1) as int32 (the first maximum; the first NaN if there is one)
+    from two plain reductions, the maximum and the lowest index holding it: XLA:CPU runs
+    argmax's paired (value, index) reduction over GPT-2's 50,257 logits ~9x slower (232 vs
+    25 us per token, the largest cost in a decoded token after the matrix products)."""
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    index = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    hit = (logits == top) | jnp.isnan(logits)
+    return jnp.min(jnp.where(hit, index, logits.shape[-1]), axis=-1)
+
+
 def next_token(logits: jax.Array, rng: jax.Array, sampling: Sampling | None) -> jax.Array:
     """logits [batch, vocab] -> token ids [batch]."""
     if sampling is None:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return greedy_token(logits)
     logits = top_p_filter(top_k_filter(logits / sampling.temperature, sampling.top_k),
                           sampling.top_p)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
