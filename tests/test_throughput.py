@@ -125,7 +125,35 @@ def test_generate_json_line_carries_the_floor_and_the_peer(monkeypatch, capsys):
     assert result["floor_ratio"] == pytest.approx(1.25)
     assert result["tokens_per_s"] == pytest.approx(200.0)
     assert result["peer_tokens_per_s"] == pytest.approx(100.0)
-    assert "= 1.25x the floor; HF 10.00 ms/token" in out
+    assert "ours 5.00 ms/token; 1.25x the floor (median of 3 rounds); HF 10.00 ms/token" in out
+
+
+def test_generate_floor_ratio_is_the_median_of_each_rounds_own(monkeypatch, capsys):
+    """--rounds 3: each ours worker's ms/token over the floor it measured itself (5/4, 6/4,
+    6/6 ms: 1.25x, 1.5x, 1.0x), whose median is the floor ratio, 1.25x; not the median row's
+    ms over another worker's floor."""
+    import json
+
+    runs = iter([(0.64, 4.0), (0.768, 4.0), (0.768, 6.0)])  # (seconds for 128 tokens, floor)
+
+    def worker(kind, argv, env):
+        seconds, floor = next(runs)
+        return {"system": "ours", "seconds": seconds, "peak_memory_mb": 1.0, "devices": 1,
+                "device_memory_mb": 1.0, "device_memory_kind": "live arrays", "device": "cpu",
+                "floor_ms_per_token": floor, "weight_bytes": 2 ** 20,
+                "bandwidth_bytes_per_s": 1e9}
+
+    monkeypatch.setattr(throughput, "_worker", worker)
+    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
+        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
+    assert throughput.main(["--model", "gpt", "--mode", "generate", "--batch", "1",
+                            "--new-tokens", "128", "--peer", "off", "--rounds", "3"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert [r["floor_ratio"] for r in result["rounds"]] == pytest.approx([1.25, 1.5, 1.0])
+    assert result["floor_ratio"] == pytest.approx(1.25)
+    assert "ours / floor per round: 1.25x, 1.50x, 1.00x" in out
+    assert "1.25x the floor (median of 3 rounds)" in out
 
 
 def test_rounds_alternate_fresh_workers_and_report_the_median_ratio(monkeypatch, capsys):
