@@ -9,8 +9,10 @@ the same rounds).
 
 Parts: `generate` (generate_ids, the whole program), `layers` (the decode-mode model up to
 the final LayerNorm, with its KV cache; no logits), `logits` (the tied 50257-way logits of a
-carried hidden state + argmax + the embedding row of the argmax; no layers), `loop` (an empty
-while_loop of the same trip count). ms/token = the loop's time / --new-tokens.
+carried hidden state + the greedy token + its embedding row; no layers), `logits_int8` and
+`logits_bf16` (the same with the table stored as weight-only int8, a float32 scale per row,
+converted at the product, or as bfloat16: whether XLA:CPU reads fewer bytes faster), `loop`
+(an empty while_loop of the same trip count). ms/token = the loop's time / --new-tokens.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def parts(a):
     import jax
     import jax.numpy as jnp
 
-    from ssl_jax.eval.generation import generate_ids
+    from ssl_jax.eval.generation import generate_ids, greedy_token
     from ssl_jax.models.gpt import GptLM
     from ssl_jax.models.partitioning import init_unboxed
 
@@ -53,24 +55,35 @@ def parts(a):
             hidden, v = model.apply({"params": params, "cache": cache}, token[:, None],
                                     return_hidden=True, mutable=["cache"])
             # a data-dependent next token, without the logits
-            nxt = jnp.argmax(hidden[:, -1], -1).astype(jnp.int32)
+            nxt = greedy_token(hidden[:, -1])
             return step + 1, nxt, v["cache"]
 
         return jax.lax.while_loop(lambda s: s[0] < n, body,
                                   (jnp.int32(0), prompt[:, -1], v["cache"]))[1]
 
-    @jax.jit
-    def logits(params, prompt):
-        table = params["token"]["embedding"]
+    def logits_loop(scores_of):
+        """A jitted loop: the logits scores_of(weights, x) [1, vocab] of a carried hidden
+        state, their greedy token, its float32 embedding row as the next state."""
+        @jax.jit
+        def run(weights, table, prompt):
+            def body(state):
+                step, x = state
+                return step + 1, table[greedy_token(scores_of(weights, x))]
 
-        def body(state):
-            step, x = state
-            scores = jax.lax.dot_general(table, x, (((1,), (1,)), ((), ())),
-                                         preferred_element_type=jnp.float32).T
-            token = jnp.argmax(scores, -1)
-            return step + 1, table[token]
+            return jax.lax.while_loop(lambda s: s[0] < n, body,
+                                      (jnp.int32(0), table[prompt[:, -1]]))[1]
+        return run
 
-        return jax.lax.while_loop(lambda s: s[0] < n, body, (jnp.int32(0), table[prompt[:, -1]]))[1]
+    contract = (((1,), (1,)), ((), ()))  # x [1, hidden] . table [vocab, hidden]
+    table = params["token"]["embedding"]
+    scale = jnp.max(jnp.abs(table), axis=1) / 127  # weight-only int8: a scale per row
+    table_int8 = jnp.round(table / scale[:, None]).astype(jnp.int8)
+    logits = logits_loop(lambda w, x: jax.lax.dot_general(x, w, contract))
+    logits_int8 = logits_loop(lambda w, x: jax.lax.dot_general(
+        x, w[0].astype(jnp.float32), contract) * w[1][None, :])
+    logits_bf16 = logits_loop(lambda w, x: jax.lax.dot_general(
+        x.astype(jnp.bfloat16), w, contract, preferred_element_type=jnp.float32))
+    table_bf16 = table.astype(jnp.bfloat16)
 
     @jax.jit
     def loop(prompt):
@@ -82,7 +95,9 @@ def parts(a):
     return weight_bytes, stream, {
         "generate": lambda: generate_ids(config, params, prompts, max_new_tokens=n),
         "layers": lambda: layers(params, prompt).block_until_ready(),
-        "logits": lambda: logits(params, prompt).block_until_ready(),
+        "logits": lambda: logits(table, table, prompt).block_until_ready(),
+        "logits_int8": lambda: logits_int8((table_int8, scale), table, prompt).block_until_ready(),
+        "logits_bf16": lambda: logits_bf16(table_bf16, table, prompt).block_until_ready(),
         "loop": lambda: loop(prompt).block_until_ready(),
     }
 
