@@ -102,24 +102,37 @@ def test_generate_floor_by_hand():
     assert floor == pytest.approx(1 + throughput.kv_cache_bytes_per_token(a) / weight_bytes)
 
 
+def _canned_main(monkeypatch, capsys, worker, argv, peer=True):
+    """throughput.main(argv) with `worker` in place of the worker processes, a canned
+    100 GFLOP/s CPU peak, and the peer installed (when `peer`): (stdout, last JSON line)."""
+    import json
+
+    monkeypatch.setattr(throughput, "_worker", worker)
+    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
+        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
+    if peer:
+        monkeypatch.setattr(throughput.importlib.util, "find_spec", lambda name: True)
+    assert throughput.main(argv) == 0
+    out = capsys.readouterr().out
+    return out, json.loads(out.strip().splitlines()[-1])
+
+
+def _ours_generated(seconds, floor_ms):
+    """An ours --mode generate worker's result: `seconds` for the call, its floor."""
+    return {"system": "ours", "seconds": seconds, "peak_memory_mb": 1.0, "devices": 1,
+            "device_memory_mb": 1.0, "device_memory_kind": "live arrays", "device": "cpu",
+            "floor_ms_per_token": floor_ms, "weight_bytes": 2 ** 20,
+            "bandwidth_bytes_per_s": 1e9}
+
+
 def test_generate_json_line_carries_the_floor_and_the_peer(monkeypatch, capsys):
     """main's table and last JSON line from canned worker results (nothing timed): 128 new
     tokens in 0.64 s = 5 ms/token, a 4 ms floor (1.25x), HF at 1.28 s = 100 tokens/s."""
-    import json
-
-    ours = {"system": "ours", "seconds": 0.64, "peak_memory_mb": 1.0, "devices": 1,
-            "device_memory_mb": 1.0, "device_memory_kind": "live arrays", "device": "cpu",
-            "floor_ms_per_token": 4.0, "weight_bytes": 2 ** 20, "bandwidth_bytes_per_s": 1e9}
     peer = {"system": "HF", "seconds": 1.28, "peak_memory_mb": 1.0}
-    monkeypatch.setattr(throughput, "_worker", lambda kind, argv, env: dict(
-        ours if kind == "ours" else peer))
-    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
-        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
-    monkeypatch.setattr(throughput.importlib.util, "find_spec", lambda name: True)
-    assert throughput.main(["--model", "gpt", "--mode", "generate", "--batch", "1",
-                            "--new-tokens", "128"]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1])
+    out, result = _canned_main(
+        monkeypatch, capsys,
+        lambda kind, argv, env: _ours_generated(0.64, 4.0) if kind == "ours" else dict(peer),
+        ["--model", "gpt", "--mode", "generate", "--batch", "1", "--new-tokens", "128"])
     assert result["ms_per_token"] == pytest.approx(5.0)
     assert result["floor_ms_per_token"] == 4.0
     assert result["floor_ratio"] == pytest.approx(1.25)
@@ -132,24 +145,11 @@ def test_generate_floor_ratio_is_the_median_of_each_rounds_own(monkeypatch, caps
     """--rounds 3: each ours worker's ms/token over the floor it measured itself (5/4, 6/4,
     6/6 ms: 1.25x, 1.5x, 1.0x), whose median is the floor ratio, 1.25x; not the median row's
     ms over another worker's floor."""
-    import json
-
     runs = iter([(0.64, 4.0), (0.768, 4.0), (0.768, 6.0)])  # (seconds for 128 tokens, floor)
-
-    def worker(kind, argv, env):
-        seconds, floor = next(runs)
-        return {"system": "ours", "seconds": seconds, "peak_memory_mb": 1.0, "devices": 1,
-                "device_memory_mb": 1.0, "device_memory_kind": "live arrays", "device": "cpu",
-                "floor_ms_per_token": floor, "weight_bytes": 2 ** 20,
-                "bandwidth_bytes_per_s": 1e9}
-
-    monkeypatch.setattr(throughput, "_worker", worker)
-    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
-        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
-    assert throughput.main(["--model", "gpt", "--mode", "generate", "--batch", "1",
-                            "--new-tokens", "128", "--peer", "off", "--rounds", "3"]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1])
+    out, result = _canned_main(
+        monkeypatch, capsys, lambda kind, argv, env: _ours_generated(*next(runs)),
+        ["--model", "gpt", "--mode", "generate", "--batch", "1", "--new-tokens", "128",
+         "--peer", "off", "--rounds", "3"], peer=False)
     assert [r["floor_ratio"] for r in result["rounds"]] == pytest.approx([1.25, 1.5, 1.0])
     assert result["floor_ratio"] == pytest.approx(1.25)
     assert "ours / floor per round: 1.25x, 1.50x, 1.00x" in out
@@ -159,8 +159,6 @@ def test_generate_floor_ratio_is_the_median_of_each_rounds_own(monkeypatch, caps
 def test_rounds_alternate_fresh_workers_and_report_the_median_ratio(monkeypatch, capsys):
     """--rounds 3: ours, peer, ours, peer, ours, peer (each a fresh worker); each pair's
     ratio printed, the speed-up is the median ratio, the table each system's median row."""
-    import json
-
     ours_s, peer_s, calls = iter([0.5, 0.4, 1.0]), iter([1.0, 1.0, 1.0]), []
 
     def worker(kind, argv, env):
@@ -171,14 +169,8 @@ def test_rounds_alternate_fresh_workers_and_report_the_median_ratio(monkeypatch,
         return dict(row, step_ms=1000 * seconds, tokens_per_s=1000 / seconds,
                     flops_per_step=1e9)
 
-    monkeypatch.setattr(throughput, "_worker", worker)
-    monkeypatch.setattr(throughput, "device_peak", lambda a: dict(
-        platform="cpu", device_kind="cpu", device_count=1, peak=1e11, source="canned"))
-    monkeypatch.setattr(throughput.importlib.util, "find_spec", lambda name: True)
-    assert throughput.main(["--model", "bert", "--rounds", "3"]) == 0
+    out, result = _canned_main(monkeypatch, capsys, worker, ["--model", "bert", "--rounds", "3"])
     assert calls == ["ours", "peer"] * 3
-    out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1])
     assert [r["ratio"] for r in result["rounds"]] == pytest.approx([2.0, 2.5, 1.0])
     assert result["speedup"] == pytest.approx(2.0)  # the median ratio, not a ratio of medians
     assert result["tokens_per_s"] == pytest.approx(2000.0)  # ours' median round
