@@ -78,12 +78,12 @@ def parts(a):
     table = params["token"]["embedding"]
     scale = jnp.max(jnp.abs(table), axis=1) / 127  # weight-only int8: a scale per row
     table_int8 = jnp.round(table / scale[:, None]).astype(jnp.int8)
+    table_bf16 = table.astype(jnp.bfloat16)
     logits = logits_loop(lambda w, x: jax.lax.dot_general(x, w, contract))
     logits_int8 = logits_loop(lambda w, x: jax.lax.dot_general(
         x, w[0].astype(jnp.float32), contract) * w[1][None, :])
     logits_bf16 = logits_loop(lambda w, x: jax.lax.dot_general(
         x.astype(jnp.bfloat16), w, contract, preferred_element_type=jnp.float32))
-    table_bf16 = table.astype(jnp.bfloat16)
 
     @jax.jit
     def loop(prompt):
